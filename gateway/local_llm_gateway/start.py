@@ -1,0 +1,28 @@
+"""Gateway container entrypoint: render and validate the config, then exec `mlflow gateway start`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from local_llm_gateway.render_config import main as render_main
+
+
+def main() -> int:
+    config_path = os.environ.get("GATEWAY_CONFIG_PATH", "/tmp/gateway.yaml")
+    status = render_main(["--output", config_path])
+    if status != 0:
+        return status  # the renderer already said which setting is wrong
+    # `$OPENAI_API_KEY` in the config is resolved from this environment, not stored in the file.
+    os.environ.setdefault("MLFLOW_GATEWAY_RESOLVE_API_KEY_FROM_ENV", "true")
+    port = os.environ.get("GATEWAY_PORT", "7000")
+    workers = os.environ.get("GATEWAY_WORKERS", "2")
+    os.execvp(
+        "mlflow",
+        ["mlflow", "gateway", "start", "--config-path", config_path,
+         "--host", "0.0.0.0", "--port", port, "--workers", workers],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The MLflow pyfunc model: `load_context` loads the HF model, `predict` answers gateway requests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import mlflow.pyfunc
+from mlflow.models.signature import ModelSignature
+from mlflow.types.schema import ParamSchema, ParamSpec
+
+from hf_pyfunc.generator import Completion, HFGenerator
+from hf_pyfunc.requests import CHAT, parse_model_input
+
+# Declared so that the scoring server passes these through to `predict` (it drops undeclared
+# params). Defaults are None/empty: unset values fall back to the model's generation_config.
+SIGNATURE = ModelSignature(
+    inputs=None,
+    params=ParamSchema(
+        [
+            ParamSpec("temperature", "double", None),
+            ParamSpec("max_tokens", "long", None),
+            ParamSpec("top_p", "double", None),
+            ParamSpec("stop", "string", [], shape=(-1,)),
+        ]
+    ),
+)
+
+
+class HuggingFaceChatModel(mlflow.pyfunc.PythonModel):
+    """Chat and completions on any `AutoModelForCausalLM`, with real token usage in the answer."""
+
+    def load_context(self, context):
+        config = context.model_config or {}
+        self.served_model_name = config.get("served_model_name") or config["model_id"]
+        self.generator = HFGenerator(
+            config["model_id"],
+            device=config.get("device", "auto"),
+            default_max_new_tokens=int(config.get("default_max_new_tokens", 256)),
+        )
+
+    # No type hints on model_input: MLflow would derive an input schema from them, and this
+    # model takes both a list of strings and the unified chat/completions dict.
+    def predict(self, context, model_input, params=None):
+        parsed = parse_model_input(model_input, params)
+        completions = self.generator.generate(parsed.requests)
+        if not parsed.unified:
+            return [c.text for c in completions]
+        if parsed.requests[0].kind == CHAT:
+            return self._chat_response(completions[0])
+        return self._completions_response(completions)
+
+    def _envelope(self, kind: str, completions: list[Completion]) -> dict[str, Any]:
+        prompt = sum(c.prompt_tokens for c in completions)
+        generated = sum(c.completion_tokens for c in completions)
+        return {
+            "id": f"{kind}-{uuid.uuid4().hex}",
+            "object": kind,
+            "created": int(time.time()),
+            "model": self.served_model_name,
+            "usage": {
+                "prompt_tokens": prompt,
+                "completion_tokens": generated,
+                "total_tokens": prompt + generated,
+            },
+        }
+
+    def _chat_response(self, c: Completion) -> dict[str, Any]:
+        response = self._envelope("chat.completion", [c])
+        response["choices"] = [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": c.text},
+                "finish_reason": c.finish_reason,
+            }
+        ]
+        return response
+
+    def _completions_response(self, completions: list[Completion]) -> dict[str, Any]:
+        response = self._envelope("text_completion", completions)
+        response["choices"] = [
+            {"index": i, "text": c.text, "finish_reason": c.finish_reason}
+            for i, c in enumerate(completions)
+        ]
+        return response

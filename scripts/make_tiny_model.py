@@ -1,0 +1,115 @@
+"""Build a tiny, randomly initialised Llama chat model that loads like llm-jp-3 does.
+
+There is no Hugging Face Hub here (nor in CI), so the tests, the benchmark and anyone trying the
+stack offline build this instead: a byte-level BPE tokenizer trained on a few Japanese and English
+sentences, a llm-jp-3 style chat template, and a small LlamaForCausalLM saved with
+`save_pretrained`. It goes through exactly the same `from_pretrained` code as a real model.
+
+Random weights produce nonsense text, so tests compare against `model.generate` on the same input
+instead of reading the words. The output head is scaled up so that greedy choices are never
+near-ties (a near-tie could flip between a batched and an unbatched forward pass).
+
+Usage: python scripts/make_tiny_model.py OUTPUT_DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+CORPUS = [
+    "りんごは赤い色をしています。バナナは黄色です。",
+    "空は青く、海も青い。日本語の文章を書きます。",
+    "こんにちは、今日はいい天気ですね。",
+    "東京は日本の首都です。富士山は高い山です。",
+    "The quick brown fox jumps over the lazy dog.",
+    "MLflow tracks experiments; the gateway routes prompts to models.",
+    "What colour is an apple? An apple is red or green.",
+    "カタカナとひらがなと漢字を使います。絵文字も😀使えます。",
+]
+
+# The same shape as llm-jp-3-*-instruct's template: BOS, "### 指示:" / "### 応答:" turns.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'user' %}### 指示:\n{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'assistant' %}### 応答:\n{{ message['content'] }}{{ eos_token }}\n\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}### 応答:\n{% endif %}"
+)
+
+
+def build_tiny_model(output_dir: str | Path, *, seed: int = 0, vocab_size: int = 512) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    special = ["<unk>", "<s>", "</s>", "<pad>"]
+    raw = Tokenizer(models.BPE(unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(CORPUS, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        padding_side="left",
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(output_dir)
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        # Spread the logits far apart so greedy decoding is stable to float rounding.
+        model.lm_head.weight.mul_(40.0)
+        # Never pick EOS by chance: tests want answers of a predictable length.
+        model.lm_head.weight[tokenizer.eos_token_id].zero_()
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(output_dir)
+    return output_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("output_dir")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = build_tiny_model(args.output_dir, seed=args.seed)
+    print(f"tiny model written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

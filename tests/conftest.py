@@ -1,0 +1,23 @@
+"""Shared fixtures: the tiny test model (built here, since no model hub is reachable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from make_tiny_model import build_tiny_model  # scripts/ is on pythonpath (pyproject.toml)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-ja")
+
+
+@pytest.fixture(scope="session")
+def reference_model(tiny_model_dir):
+    """The tiny model loaded with plain transformers: the ground truth for greedy answers."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    return tokenizer, model
