@@ -28,7 +28,6 @@ DEFAULT_BACKEND_URLS = {
     "tgi": "http://tgi:80",
     "vllm": "http://vllm:8000",
 }
-ENDPOINT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 class ConfigError(ValueError):
@@ -43,10 +42,12 @@ def served_model_name(env: dict[str, str]) -> str:
         source = f"MODEL_ID ({model_id!r})"
     else:
         source = "SERVED_MODEL_NAME"
-    if not ENDPOINT_NAME.match(name):
+    from mlflow.gateway.utils import is_valid_endpoint_name
+
+    if not is_valid_endpoint_name(name):
         raise ConfigError(
             f"{source} gives the endpoint name {name!r}, which MLflow does not accept: use only "
-            "letters, digits, '-' and '_' (set SERVED_MODEL_NAME)"
+            "ASCII letters, digits, '-', '_' and '.' (set SERVED_MODEL_NAME)"
         )
     return name
 
@@ -116,7 +117,7 @@ def openai_endpoints(env: dict[str, str]) -> list[dict]:
     models = [m.strip() for m in env.get("OPENAI_CHAT_MODELS", "gpt-4o-mini").split(",") if m.strip()]
     endpoints = []
     for model in models:
-        endpoint = "openai-" + re.sub(r"[^A-Za-z0-9_-]", "-", model)
+        endpoint = "openai-" + re.sub(r"[^A-Za-z0-9_.-]", "-", model)
         endpoints.append(
             {
                 "name": endpoint,

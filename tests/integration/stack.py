@@ -1,0 +1,119 @@
+"""Bring the compose stack up on the tiny model and talk to it the way the UI does."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT = "promptlab-it"
+SERVED_MODEL_NAME = "tiny-ja"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    models_dir: Path
+    profile: str = "pyfunc"
+    port: int = field(default_factory=free_port)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    compose_files: tuple[str, ...] = ("docker-compose.yml",)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "COMPOSE_PROJECT_NAME": PROJECT,
+            "IMAGE_PREFIX": "promptlab-test",
+            "BASE_IMAGE": os.environ.get("BASE_IMAGE", "python:3.11-slim"),
+            "LOCAL_MODELS_DIR": str(self.models_dir),
+            "MODEL_ID": f"/models/{SERVED_MODEL_NAME}",
+            "MLFLOW_PORT": str(self.port),
+            "MODEL_START_PERIOD": "300s",
+            "DEFAULT_MAX_NEW_TOKENS": "32",
+            **self.extra_env,
+        }
+
+    def compose(self, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
+        files = [a for f in self.compose_files for a in ("-f", str(REPO / f))]
+        return subprocess.run(
+            ["docker", "compose", *files, "--profile", self.profile, *args],
+            cwd=REPO, env=self.env, check=check, timeout=timeout, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+
+    def up(self) -> None:
+        # The containers run as uid 1000: the model folder must be readable by others.
+        for path in [self.models_dir, *self.models_dir.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        build = self.compose("build", check=False)
+        if build.returncode != 0:
+            raise RuntimeError(f"docker compose build failed:\n{build.stdout[-6000:]}")
+        up = self.compose("up", "-d", "--wait", "--wait-timeout", "600", check=False)
+        if up.returncode != 0:
+            raise RuntimeError(f"docker compose up failed:\n{up.stdout[-3000:]}\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.compose("logs", "--no-color", "--tail", "80", check=False).stdout[-8000:]
+
+    def down(self) -> None:
+        self.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
+
+    # -- the UI's REST calls ------------------------------------------------------------------
+    def request(self, method: str, path: str, body=None, query=None) -> tuple[int, dict | str]:
+        url = f"{self.url}/{path.lstrip('/')}"
+        if query:
+            url += "?" + urllib.parse.urlencode(query)
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
+        req = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=300) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as e:
+            status, raw = e.code, e.read()
+        text = raw.decode("utf-8")
+        try:
+            return status, json.loads(text)
+        except json.JSONDecodeError:
+            return status, text
+
+    def gateway_endpoints(self) -> tuple[int, dict]:
+        return self.request("GET", "ajax-api/2.0/mlflow/gateway-proxy",
+                            query={"gateway_path": "api/2.0/endpoints"})
+
+    def invoke(self, endpoint: str, payload: dict) -> tuple[int, dict]:
+        return self.request("POST", "ajax-api/2.0/mlflow/gateway-proxy",
+                            {"gateway_path": f"gateway/{endpoint}/invocations", "json_data": payload})
+
+    def create_experiment(self, name: str) -> str:
+        status, body = self.request("POST", "ajax-api/2.0/mlflow/experiments/create", {"name": name})
+        assert status == 200, body
+        return body["experiment_id"]
+
+    def artifact_bytes(self, run_id: str, path: str) -> bytes:
+        query = urllib.parse.urlencode({"path": path, "run_uuid": run_id})
+        with urllib.request.urlopen(f"{self.url}/get-artifact?{query}", timeout=30) as resp:
+            return resp.read()
+
+
+def docker_available() -> bool:
+    return shutil.which("docker") is not None and subprocess.run(
+        ["docker", "info"], capture_output=True).returncode == 0

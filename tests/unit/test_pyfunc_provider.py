@@ -1,0 +1,118 @@
+"""The `hf-pyfunc` gateway provider between MLflow's real gateway app and real scoring server.
+
+No Docker: the scoring server runs with uvicorn on a loopback port in this process, and the
+gateway app is built from the config our renderer produces, exactly as `mlflow gateway start`
+builds it.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from reference import greedy_chat, greedy_completion
+
+QUESTION = "りんごは何色ですか？"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def model_server(tiny_model_dir, tmp_path_factory):
+    import mlflow.pyfunc
+    import uvicorn
+    from hf_pyfunc.serve import model_config_from_env, save
+    from mlflow.pyfunc import scoring_server
+
+    path = tmp_path_factory.mktemp("pyfunc") / "model"
+    save(path, model_config_from_env({"MODEL_ID": str(tiny_model_dir), "SERVED_MODEL_NAME": "tiny-ja"}))
+    app = scoring_server.init(mlflow.pyfunc.load_model(str(path)))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "scoring server did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def gateway_for(url: str) -> TestClient:
+    from local_llm_gateway.render_config import render, validate
+    from mlflow.gateway.app import create_app_from_config
+
+    env = {"MODEL_ID": "/models/tiny-ja", "MODEL_BACKEND": "pyfunc", "PYFUNC_URL": url}
+    return TestClient(create_app_from_config(validate(render(env))))
+
+
+@pytest.fixture(scope="module")
+def gateway(model_server):
+    return gateway_for(model_server)
+
+
+def test_provider_is_registered_through_the_entry_point():
+    from mlflow.gateway.provider_registry import provider_registry
+
+    assert "hf-pyfunc" in provider_registry.keys()
+
+
+def test_gateway_lists_chat_and_completions_endpoints(gateway):
+    r = gateway.get("/api/2.0/endpoints/")
+    assert r.status_code == 200, r.text
+    types = {e["name"]: e["endpoint_type"] for e in r.json()["endpoints"]}
+    assert types == {"tiny-ja": "llm/v1/chat", "tiny-ja-completions": "llm/v1/completions"}
+
+
+def test_multi_turn_chat_with_system_prompt_reaches_the_model_whole(gateway, reference_model):
+    messages = [
+        {"role": "system", "content": "簡潔に答えてください。"},
+        {"role": "user", "content": "こんにちは"},
+        {"role": "assistant", "content": "こんにちは！"},
+        {"role": "user", "content": QUESTION},
+    ]
+    r = gateway.post("/gateway/tiny-ja/invocations", json={"messages": messages, "temperature": 0, "max_tokens": 10})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["choices"][0]["message"]["content"] == greedy_chat(*reference_model, messages, 10)
+    assert body["usage"]["completion_tokens"] == 10
+    assert body["usage"]["prompt_tokens"] > 20
+    assert body["model"] == "tiny-ja"
+
+
+def test_completions_endpoint(gateway, reference_model):
+    r = gateway.post("/gateway/tiny-ja-completions/invocations",
+                     json={"prompt": "日本の首都は", "temperature": 0, "max_tokens": 6})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["choices"][0]["text"] == greedy_completion(*reference_model, "日本の首都は", 6)
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + 6
+
+
+def test_model_errors_keep_their_status_and_message(gateway):
+    r = gateway.post("/gateway/tiny-ja-completions/invocations", json={"prompt": "りんご " * 600})
+    assert r.status_code == 400
+    assert "context is 512 tokens" in r.text
+
+
+def test_gateway_rejects_out_of_range_parameters_before_the_model(gateway):
+    r = gateway.post("/gateway/tiny-ja/invocations",
+                     json={"messages": [{"role": "user", "content": "x"}], "temperature": 5})
+    assert 400 <= r.status_code < 500
+
+
+def test_model_server_down_is_a_503_naming_the_model_server():
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    r = gateway_for(url).post("/gateway/tiny-ja/invocations",
+                              json={"messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 503
+    assert url in r.json()["detail"] and "unreachable" in r.json()["detail"]

@@ -1,0 +1,82 @@
+"""Rendering the gateway config from the environment, checked by MLflow's own loader."""
+
+from __future__ import annotations
+
+import pytest
+from local_llm_gateway.render_config import ConfigError, main, pick_backend, render, validate
+
+
+def endpoints(env, resolves=lambda url: False):
+    config = render(env, resolves=resolves)
+    validate(config)  # every rendered config must load in MLflow
+    return {e["name"]: e for e in config["endpoints"]}
+
+
+def test_defaults_give_chat_and_completions_endpoints_for_llm_jp_on_pyfunc():
+    eps = endpoints({})
+    assert set(eps) == {"llm-jp-3-3.7b-instruct", "llm-jp-3-3.7b-instruct-completions"}
+    chat = eps["llm-jp-3-3.7b-instruct"]
+    assert chat["endpoint_type"] == "llm/v1/chat"
+    assert chat["model"] == {
+        "provider": "hf-pyfunc",
+        "name": "llm-jp-3-3.7b-instruct",
+        "config": {"model_server_url": "http://pyfunc:8080"},
+    }
+    assert eps["llm-jp-3-3.7b-instruct-completions"]["endpoint_type"] == "llm/v1/completions"
+
+
+def test_served_model_name_follows_model_id_or_the_explicit_knob():
+    assert "tiny-ja" in endpoints({"MODEL_ID": "/models/tiny-ja/"})
+    assert "my-llm-completions" in endpoints({"MODEL_ID": "/models/x", "SERVED_MODEL_NAME": "my-llm"})
+
+
+@pytest.mark.parametrize("backend, base", [("tgi", "http://tgi:80/v1"), ("vllm", "http://vllm:8000/v1")])
+def test_gpu_engines_use_the_openai_provider_on_their_v1_api(backend, base):
+    eps = endpoints({"MODEL_BACKEND": backend, "MODEL_ID": "llm-jp/llm-jp-3-3.7b-instruct"})
+    for name in ("llm-jp-3-3.7b-instruct", "llm-jp-3-3.7b-instruct-completions"):
+        model = eps[name]["model"]
+        assert model["provider"] == "openai"
+        assert model["config"]["openai_api_base"] == base
+        # vLLM serves the model under SERVED_MODEL_NAME or else MODEL_ID (see docker-compose.yml).
+        assert model["name"] == "llm-jp/llm-jp-3-3.7b-instruct"
+
+
+def test_auto_backend_picks_the_engine_whose_service_resolves():
+    assert pick_backend({}, resolves=lambda url: "vllm" in url) == "vllm"
+    assert pick_backend({}, resolves=lambda url: "tgi" in url) == "tgi"
+    assert pick_backend({}, resolves=lambda url: False) == "pyfunc"
+    with pytest.raises(ConfigError, match="several engines"):
+        pick_backend({}, resolves=lambda url: True)
+
+
+def test_openai_endpoints_are_added_only_with_a_key_and_keep_it_out_of_the_file():
+    assert not any(n.startswith("openai-") for n in endpoints({}))
+    eps = endpoints({"OPENAI_API_KEY": "sk-secret", "OPENAI_CHAT_MODELS": "gpt-4o-mini, gpt-4.1"})
+    assert eps["openai-gpt-4o-mini"]["model"]["config"] == {"openai_api_key": "$OPENAI_API_KEY"}
+    assert eps["openai-gpt-4.1"]["model"]["name"] == "gpt-4.1"
+    assert "sk-secret" not in str(eps)
+
+
+@pytest.mark.parametrize(
+    "env, setting",
+    [
+        ({"SERVED_MODEL_NAME": "llm jp"}, "SERVED_MODEL_NAME"),
+        ({"MODEL_ID": "/models/日本語モデル"}, "MODEL_ID"),
+        ({"MODEL_BACKEND": "ollama"}, "MODEL_BACKEND"),
+        ({"PYFUNC_URL": "pyfunc:8080"}, "PYFUNC_URL"),
+        ({"SERVED_MODEL_NAME": "openai-gpt-4o-mini", "OPENAI_API_KEY": "k"}, "SERVED_MODEL_NAME"),
+    ],
+)
+def test_bad_settings_stop_the_gateway_with_a_message_naming_the_setting(env, setting, capsys):
+    assert main(["--output", "/dev/null"], env=env) == 2
+    err = capsys.readouterr().err
+    assert setting in err and "gateway config error" in err
+
+
+def test_main_writes_yaml_that_mlflow_loads(tmp_path):
+    from mlflow.gateway.config import _load_gateway_config
+
+    out = tmp_path / "gateway.yaml"
+    assert main(["--output", str(out)], env={"MODEL_ID": "/models/日本語モデル", "SERVED_MODEL_NAME": "ja"}) == 0
+    config = _load_gateway_config(out)
+    assert [e.name for e in config.endpoints] == ["ja", "ja-completions"]
