@@ -15,6 +15,10 @@ def main() -> int:
         return status  # the renderer already said which setting is wrong
     # `$OPENAI_API_KEY` in the config is resolved from this environment, not stored in the file.
     os.environ.setdefault("MLFLOW_GATEWAY_RESOLVE_API_KEY_FROM_ENV", "true")
+    # Nested timeouts: model server T < gateway route T+5 < tracking proxy T+10, so the
+    # innermost component reports a timeout, with its own message.
+    timeout = int(os.environ.get("GENERATION_TIMEOUT_SECONDS", "300")) + 5
+    os.environ["MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS"] = str(timeout)
     port = os.environ.get("GATEWAY_PORT", "7000")
     workers = os.environ.get("GATEWAY_WORKERS", "2")
     os.execvp(

@@ -1,4 +1,5 @@
-"""``mlflow server --app-name promptlab-utf8``: MLflow's server with readable promptlab artifacts.
+"""``mlflow server --app-name promptlab-utf8``: MLflow's server with readable promptlab artifacts
+and a gateway proxy that reports the gateway's errors as they are (see gateway_proxy.py).
 
 MLflow 3.17.2 writes the artifacts of a Prompt Engineering UI run with ``\\uXXXX`` escapes
 (mlflow#14785). Rather than patching site-packages, this wraps the create-promptlab-run view:
@@ -15,6 +16,7 @@ import posixpath
 import tempfile
 from collections import defaultdict
 
+from mlflow_promptlab_utf8.gateway_proxy import wrap_gateway_proxy
 from mlflow_promptlab_utf8.reencode import ARTIFACT_REENCODERS
 
 _logger = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ def create_app(app=None):
         from mlflow.server import app
 
     wrap_promptlab_views(app)
+    wrap_gateway_proxy(app)
 
     from mlflow.environment_variables import _MLFLOW_SGI_NAME
 
