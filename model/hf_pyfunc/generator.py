@@ -1,16 +1,35 @@
-"""Load a Hugging Face causal LM once and generate for a list of requests in one batched call."""
+"""Load a Hugging Face causal LM once and generate for requests that arrive from many threads.
+
+`mlflow models serve` calls `predict` concurrently, one thread per request. Every request's
+prompts become jobs for a `MicroBatcher` (batcher.py), whose single worker thread runs one
+left-padded `model.generate` per batch of concurrent jobs, whatever their settings:
+- temperature, top_p and greedy-vs-sampling are applied per row by `_PerRowSampling`;
+- max_tokens, stop strings, EOS and the request deadline end each row on its own
+  (`_PerRowStop`), and a finished row's answer is handed back at once, before its batch ends.
+Greedy rows pick the argmax of their own logits, so a greedy answer is the same alone or batched.
+"""
 
 from __future__ import annotations
 
 import logging
-import threading
+import math
+import os
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
-from hf_pyfunc.requests import CHAT, GenerationRequest, bad_request
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED
+
+from hf_pyfunc.batcher import DeadlineExceeded, Job, MicroBatcher
+from hf_pyfunc.requests import CHAT, GenerationRequest, SamplingParams, bad_request
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_WINDOW_MS = 5.0
+DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_MAX_BATCH_TOKENS = 16384
+# transformers' own fallbacks when neither the request nor generation_config sets a value.
+HF_DEFAULT_TEMPERATURE, HF_DEFAULT_TOP_K, HF_DEFAULT_TOP_P = 1.0, 50, 1.0
 
 
 @dataclass(frozen=True)
@@ -19,6 +38,19 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+@dataclass(frozen=True)
+class RowSettings:
+    """One prompt's resolved generation settings (request values, else generation_config)."""
+
+    ids: tuple[int, ...]
+    budget: int  # new tokens at most
+    greedy: bool
+    temperature: float = 1.0
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
 
 
 def pick_device(requested: str) -> str:
@@ -31,8 +63,37 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+def _setting(value, env_name: str, default, kind):
+    """An explicit argument, else the environment variable, else the default."""
+    if value is not None:
+        return kind(value)
+    raw = os.environ.get(env_name, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ValueError(f"{env_name} must be a number, got {raw!r}") from None
+
+
 class HFGenerator:
-    def __init__(self, model_id: str, *, device: str = "auto", default_max_new_tokens: int = 256):
+    def __init__(
+        self,
+        model_id: str,
+        *,
+        device: str = "auto",
+        default_max_new_tokens: int = 256,
+        batch_window_ms: float | None = None,
+        max_batch_size: int | None = None,
+        max_batch_tokens: int | None = None,
+        request_timeout_s: float | None = None,
+    ):
+        """Batching knobs left as None come from the environment, then from the defaults:
+        BATCH_WINDOW_MS (5), MAX_BATCH_SIZE (16; 1 turns batching off), MAX_BATCH_TOKENS
+        (16384: rows x (longest prompt + largest max_tokens), bounds the KV cache), and
+        MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT (unset: no deadline), the scoring server's
+        timeout, after which a request's generation is stopped.
+        """
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -58,7 +119,20 @@ class HFGenerator:
         )
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
-        self._lock = threading.Lock()
+
+        timeout = _setting(request_timeout_s, "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", None, float)
+        self.request_timeout_s = timeout if timeout and timeout > 0 else None
+        self.batcher = MicroBatcher(
+            self._run_batch,
+            window_s=_setting(batch_window_ms, "BATCH_WINDOW_MS", DEFAULT_BATCH_WINDOW_MS, float) / 1000,
+            max_batch_size=_setting(max_batch_size, "MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE, int),
+            max_batch_tokens=_setting(max_batch_tokens, "MAX_BATCH_TOKENS", DEFAULT_MAX_BATCH_TOKENS, int),
+        )
+        logger.info(
+            "Batching up to %d concurrent prompts (window %.1f ms, %d tokens); request timeout %s",
+            self.batcher.max_batch_size, self.batcher.window_s * 1000,
+            self.batcher.max_batch_tokens, f"{timeout:g} s" if self.request_timeout_s else "none",
+        )
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, request: GenerationRequest) -> list[int]:
@@ -71,70 +145,180 @@ class HFGenerator:
             return list(encoded["input_ids"])
         return list(self.tokenizer(request.prompt)["input_ids"])
 
-    # -- generation -------------------------------------------------------------------------
+    # -- the request threads ----------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """Generate for every request; requests with the same sampling settings share a batch."""
-        encoded = [self.encode(r) for r in requests]
-        budgets = [self._new_token_budget(r, ids) for r, ids in zip(requests, encoded)]
-        groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, r in enumerate(requests):
-            s = r.sampling
-            groups[(s.temperature, s.top_p, s.stop)].append(i)
-        results: list[Completion | None] = [None] * len(requests)
-        for indices in groups.values():
-            outs = self._generate_group(
-                [encoded[i] for i in indices], [budgets[i] for i in indices], requests[indices[0]]
-            )
-            for i, out in zip(indices, outs):
-                results[i] = out
-        return results  # type: ignore[return-value]
+        """Generate for every request; runs in the caller's thread, batched with other callers'."""
+        # Bad input fails here, in this request's own thread, before anything is queued.
+        rows = [self._settings(r, self.encode(r)) for r in requests]
+        deadline = time.monotonic() + self.request_timeout_s if self.request_timeout_s else None
+        jobs = [
+            self.batcher.submit(Job(row, width=len(row.ids), budget=row.budget, deadline=deadline))
+            for row in rows
+        ]
+        try:
+            return [job.result() for job in jobs]
+        except DeadlineExceeded as e:
+            raise MlflowException(
+                f"generation stopped: the request took longer than its {self.request_timeout_s:g} s "
+                f"timeout (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT); {e}",
+                error_code=DEADLINE_EXCEEDED,
+            ) from e
 
-    def _new_token_budget(self, request: GenerationRequest, ids: list[int]) -> int:
+    def _settings(self, request: GenerationRequest, ids: list[int]) -> RowSettings:
+        s: SamplingParams = request.sampling
+        gen = self.model.generation_config
+        if s.temperature is None:  # the model's generation_config decides
+            greedy = not gen.do_sample
+            temperature = gen.temperature if gen.temperature is not None else HF_DEFAULT_TEMPERATURE
+        else:
+            greedy, temperature = s.greedy, s.temperature
+        if greedy:
+            return RowSettings(tuple(ids), self._new_token_budget(s, ids), True, stop=s.stop)
+        top_p = s.top_p if s.top_p is not None else gen.top_p
+        top_k = gen.top_k if gen.top_k is not None else HF_DEFAULT_TOP_K
+        return RowSettings(
+            tuple(ids),
+            self._new_token_budget(s, ids),
+            False,
+            temperature=temperature,
+            top_k=top_k or 0,
+            top_p=top_p if top_p is not None else HF_DEFAULT_TOP_P,
+            stop=s.stop,
+        )
+
+    def _new_token_budget(self, sampling: SamplingParams, ids: list[int]) -> int:
         if len(ids) >= self.context_length:
             raise bad_request(
                 f"the prompt is {len(ids)} tokens long, but the model's context is "
                 f"{self.context_length} tokens"
             )
-        wanted = request.sampling.max_tokens or self.default_max_new_tokens
+        wanted = sampling.max_tokens or self.default_max_new_tokens
         # Never generate past the context window: cap instead of failing mid-generation.
         return min(wanted, self.context_length - len(ids))
 
-    def _generate_group(self, ids: list[list[int]], budgets: list[int], like: GenerationRequest):
+    # -- the batcher's worker thread --------------------------------------------------------
+    def _run_batch(self, jobs: list[Job]) -> None:
+        """One `generate` for all jobs; each job's future is resolved as soon as its row ends."""
         import torch
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
-        s = like.sampling
-        kwargs = {"max_new_tokens": max(budgets)}
-        if s.temperature is not None:
-            kwargs["do_sample"] = not s.greedy
-            if not s.greedy:
-                kwargs["temperature"] = s.temperature
-        if s.top_p is not None and not s.greedy:
-            kwargs["top_p"] = s.top_p
-        if s.stop:
-            kwargs["stop_strings"] = list(s.stop)
-            kwargs["tokenizer"] = self.tokenizer
-        batch = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+        rows: list[RowSettings] = [job.payload for job in jobs]
+        batch = self.tokenizer.pad({"input_ids": [list(r.ids) for r in rows]}, padding=True,
+                                   return_tensors="pt")
         batch = {k: v.to(self.model.device) for k, v in batch.items()}
-        with self._lock, torch.inference_mode():
+        stops = _PerRowStop(self, jobs, width=batch["input_ids"].shape[1])
+        kwargs = {
+            "max_new_tokens": max(r.budget for r in rows),
+            "stopping_criteria": StoppingCriteriaList([stops]),
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if all(r.greedy for r in rows):
+            kwargs["do_sample"] = False
+        else:
+            # Sampling for the whole batch, with every row's own settings (greedy rows keep only
+            # their argmax); transformers' batch-wide warpers are turned off.
+            kwargs.update(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, typical_p=1.0)
+            kwargs["logits_processor"] = LogitsProcessorList([_PerRowSampling(rows, self.model.device)])
+        with torch.inference_mode():
             output = self.model.generate(**batch, **kwargs)
-        width = batch["input_ids"].shape[1]
-        return [
-            self._finish(row[width:].tolist()[:budget], len(prompt), s.stop, budget)
-            for row, prompt, budget in zip(output, ids, budgets)
-        ]
+        stops.finish_all(output)
 
-    def _finish(self, new_ids: list[int], prompt_tokens: int, stop: tuple[str, ...], budget: int):
-        finish = "length"
+    def _finish(self, row: RowSettings, new_ids: list[int]) -> Completion:
+        finish = "length" if len(new_ids) >= row.budget else "stop"
         for n, token in enumerate(new_ids):
             if token in self.eos_ids:
                 new_ids, finish = new_ids[:n], "stop"
                 break
-        pad = self.tokenizer.pad_token_id
-        new_ids = [t for t in new_ids if t != pad or pad in self.eos_ids]
         text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        cut = min((p for p in (text.find(x) for x in stop) if p >= 0), default=-1)
+        cut = min((p for p in (text.find(x) for x in row.stop) if p >= 0), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"
-        elif finish == "length" and len(new_ids) < budget:
-            finish = "stop"
-        return Completion(text, prompt_tokens, len(new_ids), finish)
+        return Completion(text, len(row.ids), len(new_ids), finish)
+
+
+class _PerRowStop:
+    """A `StoppingCriteria` that ends each row on its own: EOS, its stop strings, its max_tokens
+    or its deadline. A row's future is resolved the step it ends."""
+
+    def __init__(self, generator: HFGenerator, jobs: list[Job], width: int):
+        self.generator = generator
+        self.jobs = jobs
+        self.rows: list[RowSettings] = [job.payload for job in jobs]
+        self.width = width
+        self.done = [False] * len(jobs)
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        new = input_ids.shape[1] - self.width
+        last = input_ids[:, -1].tolist()
+        now = time.monotonic()
+        for i, (job, row) in enumerate(zip(self.jobs, self.rows)):
+            if self.done[i]:
+                continue
+            if job.expired(now):
+                self._end(i, error=DeadlineExceeded(f"stopped after {new} new tokens"))
+            elif last[i] in self.generator.eos_ids or new >= row.budget:
+                self._end(i, input_ids[i, self.width:].tolist())
+            elif row.stop:
+                text = self.generator.tokenizer.decode(
+                    input_ids[i, self.width:].tolist(), skip_special_tokens=True
+                )
+                if any(s in text for s in row.stop):
+                    self._end(i, input_ids[i, self.width:].tolist())
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
+
+    def finish_all(self, output) -> None:
+        """Rows still open when `generate` returned (it stopped on its own criteria)."""
+        for i in range(len(self.jobs)):
+            if not self.done[i]:
+                self._end(i, output[i, self.width:].tolist())
+
+    def _end(self, i: int, new_ids: list[int] | None = None, error: Exception | None = None):
+        self.done[i] = True
+        future = self.jobs[i].future
+        if future.done():
+            return
+        if error is None:
+            try:
+                future.set_result(self.generator._finish(self.rows[i], new_ids))
+                return
+            except Exception as e:  # a decoding problem fails this row only
+                error = e
+        future.set_exception(error)
+
+
+class _PerRowSampling:
+    """A `LogitsProcessor` applying each row's temperature, top-k and top-p; greedy rows keep only
+    their argmax, so multinomial sampling picks exactly the token greedy decoding would."""
+
+    def __init__(self, rows: list[RowSettings], device):
+        import torch
+
+        self.greedy = torch.tensor([r.greedy for r in rows], device=device)
+        self.temperature = torch.tensor(
+            [1.0 if r.greedy else max(r.temperature, 1e-5) for r in rows], device=device
+        )[:, None]
+        self.top_k = [0 if r.greedy else r.top_k for r in rows]
+        self.top_p = torch.tensor([1.0 if r.greedy else r.top_p for r in rows], device=device)
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        neg_inf = -math.inf
+        argmax = scores.argmax(dim=-1, keepdim=True)
+        warped = scores / self.temperature.to(scores.dtype)
+        if any(self.top_k):
+            vocab = warped.shape[-1]
+            k = torch.tensor([min(k, vocab) if k else vocab for k in self.top_k], device=scores.device)
+            kth = torch.topk(warped, int(k.max()), dim=-1).values.gather(1, (k - 1)[:, None])
+            warped = warped.masked_fill(warped < kth, neg_inf)
+        if bool((self.top_p < 1.0).any()):
+            # As transformers' TopPLogitsWarper, with one top_p per row.
+            sorted_logits, sorted_idx = torch.sort(warped, descending=False)
+            cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            remove = cumulative <= (1 - self.top_p)[:, None]
+            remove[:, -1] = False
+            warped = warped.masked_fill(remove.scatter(1, sorted_idx, remove), neg_inf)
+        one_hot = torch.full_like(scores, neg_inf).scatter(1, argmax, 0.0)
+        return torch.where(self.greedy[:, None], one_hot, warped)

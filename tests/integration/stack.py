@@ -28,6 +28,7 @@ def free_port() -> int:
 class Stack:
     models_dir: Path
     profile: str = "pyfunc"
+    project: str = PROJECT
     port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     compose_files: tuple[str, ...] = ("docker-compose.yml",)
@@ -40,7 +41,7 @@ class Stack:
     def env(self) -> dict[str, str]:
         return {
             **os.environ,
-            "COMPOSE_PROJECT_NAME": PROJECT,
+            "COMPOSE_PROJECT_NAME": self.project,
             "IMAGE_PREFIX": "promptlab-test",
             "BASE_IMAGE": os.environ.get("BASE_IMAGE", "python:3.11-slim"),
             "LOCAL_MODELS_DIR": str(self.models_dir),

@@ -118,3 +118,19 @@ def test_every_knob_in_the_compose_files_is_documented_in_env_example():
     documented = set(re.findall(r"^([A-Z0-9_]+)=", (REPO / ".env.example").read_text(), re.M))
     assert used - documented == set(), "add these to .env.example with a comment"
     assert documented - used == set(), "these .env.example knobs are not used"
+
+
+def test_secrets_stay_out_of_git_and_build_contexts():
+    gitignore = (REPO / ".gitignore").read_text().splitlines()
+    dockerignore = (REPO / ".dockerignore").read_text().splitlines()
+    assert ".env" in gitignore and ".env" in dockerignore
+    assert "*" in dockerignore, "build contexts must be an allow-list"
+
+
+def test_secrets_are_never_build_arguments(tmp_path):
+    services = compose_config("pyfunc", env={"HF_TOKEN": "hf_x", "OPENAI_API_KEY": "sk_x"},
+                              tmp_path=tmp_path)["services"]
+    for name in ("tracking", "gateway", "pyfunc"):
+        args = services[name]["build"].get("args", {})
+        assert set(args) <= {"BASE_IMAGE", "TORCH_INDEX_URL"}, args
+        assert "hf_x" not in json.dumps(services[name]["build"])

@@ -1,0 +1,167 @@
+"""Gather generation jobs that arrive from many threads into batches for one copy of the model.
+
+`mlflow models serve` runs every request's `predict` in its own thread. Each thread submits its
+job here and waits on a future; one worker thread owns the model and runs the jobs in batches:
+when the model is idle, the first job waits `window_s` for company (or until `max_batch_size`
+jobs are queued); jobs that arrive while a batch runs are queued and go together in the next one.
+A job's answer may come before its batch ends (the generator resolves each future as soon as its
+row is done).
+
+The batcher knows nothing about models: `run_batch(jobs)` does the work and must resolve every
+job's future. If `run_batch` raises for a batch of several jobs, each job is run again alone, so
+that one bad job cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+
+class DeadlineExceeded(TimeoutError):
+    """The job's deadline passed (the server already answered 504): its generation was stopped."""
+
+
+@dataclass(eq=False)
+class Job:
+    payload: Any  # what `run_batch` needs (for the generator: token ids and sampling settings)
+    width: int = 0  # prompt tokens: a batch is left-padded to its longest prompt
+    budget: int = 0  # new tokens at most
+    deadline: float | None = None  # time.monotonic() after which nobody waits for the answer
+    future: Future = field(default_factory=Future)
+    submitted: float = field(default_factory=time.monotonic)
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.deadline is not None and (now or time.monotonic()) >= self.deadline
+
+
+def batch_tokens(jobs: list[Job]) -> int:
+    """KV-cache positions a padded batch may need: rows x (longest prompt + largest budget)."""
+    return len(jobs) * (max(j.width for j in jobs) + max(j.budget for j in jobs)) if jobs else 0
+
+
+class MicroBatcher:
+    def __init__(
+        self,
+        run_batch: Callable[[list[Job]], None],
+        *,
+        window_s: float = 0.005,
+        max_batch_size: int = 16,
+        max_batch_tokens: int | None = None,
+        name: str = "hf-batcher",
+    ):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        if window_s < 0:
+            raise ValueError(f"the batching window must not be negative, got {window_s}")
+        self.run_batch = run_batch
+        self.window_s = window_s
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.name = name
+        self._queue: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._leftover = False  # the last batch was full and left jobs in the queue
+        # How many batches of each size ran (a retry of a failed batch counts its single runs).
+        self.batch_sizes: Counter[int] = Counter()
+
+    # -- called from the request threads ------------------------------------------------------
+    def submit(self, job: Job) -> Future:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the batcher is closed")
+            if self._thread is None:
+                # Started on first use: nothing runs while the model is only being saved.
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            self._queue.append(job)
+            self._cond.notify()
+        return job.future
+
+    def close(self, timeout: float | None = None) -> None:
+        """Finish the queued jobs, then stop the worker thread."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    # -- the worker thread --------------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            jobs = self._next_batch()
+            if jobs is None:
+                return
+            try:
+                self._run(jobs)
+            except BaseException:  # never let the worker die: the server would hang forever
+                logger.exception("batch of %d failed outside run_batch", len(jobs))
+                for job in jobs:
+                    _fail(job, RuntimeError("generation failed; see the model server's log"))
+
+    def _next_batch(self) -> list[Job] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            # The window counts from the oldest job's arrival, so jobs that queued up while the
+            # previous batch ran have mostly waited long enough already; jobs left over from a
+            # full batch do not wait at all.
+            close_at = self._queue[0].submitted + self.window_s
+            while len(self._queue) < self.max_batch_size and not self._closed and not self._leftover:
+                remaining = close_at - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            jobs = [self._queue.popleft()]
+            while self._queue and len(jobs) < self.max_batch_size:
+                if self.max_batch_tokens and batch_tokens([*jobs, self._queue[0]]) > self.max_batch_tokens:
+                    break  # first come, first served: the next batch starts with it
+                jobs.append(self._queue.popleft())
+            self._leftover = bool(self._queue)
+        return jobs
+
+    def _run(self, jobs: list[Job]) -> None:
+        now = time.monotonic()
+        live = []
+        for job in jobs:
+            if job.expired(now):
+                _fail(job, DeadlineExceeded("the request timed out before its generation started"))
+            elif not job.future.done():
+                live.append(job)
+        if not live:
+            return
+        try:
+            self.batch_sizes[len(live)] += 1
+            self.run_batch(live)
+        except Exception as e:
+            if len(live) == 1:
+                logger.exception("generation failed")
+                _fail(live[0], e)
+            else:
+                logger.exception("a batch of %d failed; running its requests one by one", len(live))
+                for job in live:
+                    if not job.future.done():
+                        self._run([job])
+        for job in live:
+            _fail(job, RuntimeError("the generator returned no answer for this request"))
+
+
+def _fail(job: Job, error: BaseException) -> None:
+    """Resolve the job's future with `error`, unless it already has an answer."""
+    if not job.future.done():
+        try:
+            job.future.set_exception(error)
+        except Exception:  # set by another thread in the meantime
+            pass

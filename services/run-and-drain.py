@@ -1,0 +1,70 @@
+"""Run a server command as PID 1's child and let it drain on `docker stop`.
+
+`mlflow server`, `mlflow gateway start` and `mlflow models serve` each start uvicorn as a child
+process and do not forward SIGTERM: when Docker stops the container, the CLI exits at once and
+the uvicorn child, still answering requests, is killed with it. This entrypoint starts the
+command in its own process group, forwards SIGTERM/SIGINT to the whole group (uvicorn then stops
+accepting connections and finishes the requests in flight), reaps orphans as PID 1 must, and
+exits once every process of the group is gone. Docker's stop grace period (STOP_GRACE_PERIOD)
+bounds the drain.
+
+Usage (ENTRYPOINT): python /usr/local/bin/run-and-drain COMMAND [ARGS...]
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def reap() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("usage: run-and-drain COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    child = subprocess.Popen(argv, start_new_session=True)
+    pgid = child.pid
+
+    def forward(signum, _frame):
+        print(f"run-and-drain: {signal.Signals(signum).name}: draining in-flight requests",
+              file=sys.stderr, flush=True)
+        try:
+            os.killpg(pgid, signum)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = child.wait()
+    # The CLI may exit before its server child has finished draining: wait for the whole group.
+    while group_alive(pgid):
+        reap()
+        time.sleep(0.2)
+    reap()
+    return status if status >= 0 else 128 - status
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,232 @@
+"""Bad input, crashes and restarts lose nothing and explain themselves (the pyfunc stack).
+
+Fault tests stop, kill and restart containers of this test's own compose project and talk only
+to its published loopback port. Each test leaves the stack healthy for the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from stack import SERVED_MODEL_NAME
+
+CHAT = SERVED_MODEL_NAME
+USER = [{"role": "user", "content": "りんごは何色ですか？"}]
+
+
+def wait_healthy(stack, service: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        out = stack.compose("ps", "--format", "json", service, check=False).stdout.strip()
+        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        if rows and all(r.get("Health") == "healthy" for r in rows):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{service} did not become healthy again:\n{stack.logs()}")
+
+
+def ui_answers(stack) -> bool:
+    status, _ = stack.invoke(CHAT, {"messages": USER, "temperature": 0, "max_tokens": 4})
+    return status == 200
+
+
+def create_promptlab_run(stack, experiment_id: str, value: str) -> str:
+    status, body = stack.request("POST", "ajax-api/2.0/mlflow/runs/create-promptlab-run", {
+        "experiment_id": experiment_id, "tags": [], "prompt_template": "{{ x }}は何色？",
+        "prompt_parameters": [{"key": "x", "value": value}], "model_route": CHAT,
+        "model_parameters": [{"key": "temperature", "value": 0}], "model_input": f"{value}は何色？",
+        "model_output": "赤", "model_output_parameters": [], "mlflow_version": "3.17.2",
+    })
+    assert status == 200, body
+    return body["run"]["info"]["run_id"]
+
+
+def run_is_intact(stack, run_id: str, value: str) -> None:
+    status, body = stack.request("GET", "ajax-api/2.0/mlflow/runs/get", query={"run_id": run_id})
+    assert status == 200, body
+    params = {p["key"]: p["value"] for p in body["run"]["data"]["params"]}
+    assert params["prompt_template"] == "{{ x }}は何色？"
+    table = json.loads(stack.artifact_bytes(run_id, "eval_results_table.json"))
+    assert table["data"][0][0] == value
+
+
+# -- bad input ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "endpoint, payload, status, words",
+    [
+        (CHAT, {"messages": USER, "temperature": 5}, 422, "temperature"),
+        (CHAT, {"messages": USER, "max_tokens": -5}, 422, "max_tokens"),
+        (CHAT, {"messages": "りんご"}, 422, "messages"),
+        ("no-such-endpoint", {"messages": USER}, 404, "no-such-endpoint"),
+        (CHAT, {"messages": [{"role": "user", "content": "りんご " * 400}], "max_tokens": 4}, 400,
+         "context is 512 tokens"),
+    ],
+)
+def test_bad_input_is_a_fast_4xx_that_names_the_problem(stack, endpoint, payload, status, words):
+    started = time.monotonic()
+    got, body = stack.invoke(endpoint, payload)
+    elapsed = time.monotonic() - started
+    assert got == status, body
+    assert words in body["message"], body
+    assert elapsed < 3, f"took {elapsed:.2f}s"
+
+
+def test_broken_json_is_a_400(stack):
+    req = urllib.request.Request(f"{stack.url}/ajax-api/2.0/mlflow/gateway-proxy", data=b'{"gateway_path": ',
+                                 method="POST", headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 400
+
+
+def test_prompt_longer_than_the_context_names_both_token_counts(stack):
+    status, body = stack.invoke(CHAT, {"messages": [{"role": "user", "content": "りんご " * 400}]})
+    assert status == 400
+    assert "tokens long" in body["message"] and "512 tokens" in body["message"]
+
+
+def test_huge_max_tokens_is_capped_to_the_context(stack):
+    status, body = stack.invoke(f"{CHAT}-completions", {"prompt": "りんご " * 100, "temperature": 0,
+                                                        "max_tokens": 10**9})
+    assert status == 200, body
+    assert body["usage"]["total_tokens"] == 512
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(json_data=st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+), content=st.text(max_size=80))
+def test_random_json_and_unicode_never_break_the_proxy(stack, json_data, content):
+    """Property: any JSON body gets an answer or a 4xx, never a 5xx; any Unicode text is answered."""
+    status, body = stack.invoke(CHAT, json_data)
+    assert status < 500, (json_data, body)
+    status, body = stack.invoke(CHAT, {"messages": [{"role": "user", "content": content}],
+                                       "temperature": 0, "max_tokens": 2})
+    assert status == 200, (content, body)
+
+
+# -- faults -------------------------------------------------------------------------------------
+def test_model_server_down_is_a_503_naming_it_and_the_ui_stays_usable(stack):
+    stack.compose("stop", "pyfunc")
+    try:
+        status, body = stack.invoke(CHAT, {"messages": USER})
+        assert status == 503, body
+        assert "pyfunc" in body["message"] and ("starting" in body["message"] or "down" in body["message"])
+        status, endpoints = stack.gateway_endpoints()
+        assert status == 200 and endpoints["endpoints"]
+        stack.create_experiment(f"モデル停止中 {time.time()}")
+    finally:
+        stack.compose("start", "pyfunc")
+        wait_healthy(stack, "pyfunc")
+    assert ui_answers(stack)
+
+
+def test_killed_model_process_comes_back_by_restart_policy(stack):
+    container = stack.compose("ps", "-q", "pyfunc").stdout.strip()
+    pid = int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", container],
+                             capture_output=True, text=True, check=True).stdout)
+    os.kill(pid, signal.SIGKILL)  # a crash, not a `docker stop`
+    time.sleep(2)
+    wait_healthy(stack, "pyfunc")
+    restarts = subprocess.run(["docker", "inspect", "-f", "{{.RestartCount}}", container],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert int(restarts) >= 1
+    assert ui_answers(stack)
+
+
+def test_docker_stop_lets_the_requests_in_flight_finish(stack):
+    # Different temperatures cannot share a batch, so these run one after another for several
+    # seconds: all of them are in flight when `docker compose stop` sends SIGTERM.
+    def long_request(temperature: float):
+        return stack.invoke(f"{CHAT}-completions", {"prompt": "りんご", "temperature": temperature,
+                                                    "max_tokens": 480})
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(long_request, round(0.2 * i, 1)) for i in range(8)]
+        time.sleep(1.0)
+        stack.compose("stop", "pyfunc")
+        results = [f.result(timeout=300) for f in futures]
+    try:
+        assert [status for status, _ in results] == [200] * 8, results
+        assert all(body["usage"]["completion_tokens"] == 480 for _, body in results)
+    finally:
+        stack.compose("start", "pyfunc")
+        wait_healthy(stack, "pyfunc")
+
+
+def test_restarted_tracking_server_keeps_every_run(stack):
+    experiment_id = stack.create_experiment(f"再起動 {time.time()}")
+    run_id = create_promptlab_run(stack, experiment_id, "ぶどう")
+    stack.compose("restart", "tracking")
+    wait_healthy(stack, "tracking")
+    run_is_intact(stack, run_id, "ぶどう")
+
+
+def test_down_without_volumes_keeps_data(stack):
+    experiment_id = stack.create_experiment(f"down {time.time()}")
+    run_id = create_promptlab_run(stack, experiment_id, "もも")
+    stack.compose("down")
+    stack.up()
+    run_is_intact(stack, run_id, "もも")
+
+
+# -- load ---------------------------------------------------------------------------------------
+def test_200_requests_at_concurrency_16_without_failure_or_lost_run(stack):
+    experiment_id = stack.create_experiment(f"負荷 {time.time()}")
+
+    def one(i: int):
+        status, body = stack.invoke(CHAT, {"messages": [{"role": "user", "content": f"質問{i}"}],
+                                           "temperature": 0, "max_tokens": 8})
+        run_id = create_promptlab_run(stack, experiment_id, f"値{i}") if i % 4 == 0 else None
+        return status, body, run_id
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(one, range(200)))
+    failures = [(s, b) for s, b, _ in results if s != 200]
+    assert not failures, failures[:3]
+    run_ids = {r for _, _, r in results if r}
+    assert len(run_ids) == 50
+    status, body = stack.request("POST", "ajax-api/2.0/mlflow/runs/search",
+                                 {"experiment_ids": [experiment_id], "max_results": 1000})
+    assert {r["info"]["run_id"] for r in body["runs"]} == run_ids
+
+
+# -- exposure -----------------------------------------------------------------------------------
+def test_only_the_ui_is_published_and_containers_run_as_non_root(stack):
+    for service in ("tracking", "gateway", "pyfunc"):
+        container = stack.compose("ps", "-q", service).stdout.strip()
+        ports = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Ports}}",
+                                           container], capture_output=True, text=True, check=True).stdout)
+        published = {k: v for k, v in (ports or {}).items() if v}
+        if service == "tracking":
+            assert [b["HostIp"] for b in published["5000/tcp"]] == ["127.0.0.1"]
+        else:
+            assert published == {}, f"{service} is published: {published}"
+        uid = stack.compose("exec", "-T", service, "id", "-u").stdout.strip()
+        assert uid == "1000", f"{service} runs as uid {uid}"
+    touch = stack.compose("exec", "-T", "pyfunc", "touch", "/models/x", check=False)
+    assert touch.returncode != 0 and "Read-only" in touch.stdout
+
+
+def test_no_secret_reaches_an_image_layer(stack):
+    """HF_TOKEN and OPENAI_API_KEY are run-time environment only: not in any layer or image env."""
+    for service in ("tracking", "gateway", "pyfunc"):
+        image = f"{stack.env['IMAGE_PREFIX']}/{service}:latest"
+        history = subprocess.run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
+                                 capture_output=True, text=True, check=True).stdout
+        env = subprocess.run(["docker", "image", "inspect", "-f", "{{json .Config.Env}}", image],
+                             capture_output=True, text=True, check=True).stdout
+        for secret in ("HF_TOKEN", "OPENAI_API_KEY"):
+            assert secret not in history and secret not in env, f"{secret} in {image}"

@@ -1,0 +1,286 @@
+"""Concurrent requests share one `generate`: answers stay exact, settings stay per request.
+
+The tests batch deterministically: the batching window is made long (seconds) and the batch size
+equal to the number of prompts sent at once, so a batch closes as soon as all have arrived.
+Whether they were batched is read from the batcher's counter of batch sizes, not from timings.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from reference import greedy_chat, greedy_completion
+
+from hf_pyfunc.batcher import DeadlineExceeded, Job, MicroBatcher
+from hf_pyfunc.requests import CHAT, COMPLETIONS, GenerationRequest, SamplingParams
+
+QUESTIONS = [
+    "りんご",
+    "りんごは何色ですか？",
+    "東京は日本の首都です。富士山は高い山です。富士山はどこにありますか？",
+    "The quick brown fox jumps over the lazy dog. " * 3,
+    "こんにちは",
+    "空は青く、海も青い。" * 4,
+    "MLflow tracks experiments; the gateway routes prompts to models. What does MLflow do?",
+    "絵文字😀",
+]
+
+
+def chat(text: str, **params) -> GenerationRequest:
+    return GenerationRequest(CHAT, messages=({"role": "user", "content": text},),
+                             sampling=SamplingParams.from_params(params))
+
+
+def completion(prompt: str, **params) -> GenerationRequest:
+    return GenerationRequest(COMPLETIONS, prompt=prompt, sampling=SamplingParams.from_params(params))
+
+
+def expected_chat(reference_model, text: str, max_tokens: int) -> str:
+    return greedy_chat(*reference_model, [{"role": "user", "content": text}], max_tokens)
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_model_dir):
+    from hf_pyfunc.generator import HFGenerator
+
+    gen = HFGenerator(str(tiny_model_dir), device="cpu", batch_window_ms=0, request_timeout_s=0)
+    yield gen
+    gen.batcher.close(timeout=10)
+
+
+def run_together(generator, calls: list[list[GenerationRequest]]):
+    """Call `generate` from one thread per entry, all at once; one batch holds all prompts."""
+    prompts = sum(len(c) for c in calls)
+    batcher = generator.batcher
+    batcher.window_s, batcher.max_batch_size = 30.0, prompts
+    before = batcher.batch_sizes.copy()
+    try:
+        with ThreadPoolExecutor(len(calls)) as pool:
+            futures = [pool.submit(generator.generate, c) for c in calls]
+            outcomes = []
+            for f in futures:
+                try:
+                    outcomes.append(f.result(timeout=120))
+                except Exception as e:  # noqa: BLE001 - the test looks at which calls failed
+                    outcomes.append(e)
+    finally:
+        batcher.window_s, batcher.max_batch_size = 0.0, 16
+    return outcomes, batcher.batch_sizes - before
+
+
+def test_greedy_answers_are_the_same_alone_and_in_a_batch_of_8(generator, reference_model):
+    alone = [generator.generate([chat(q, temperature=0, max_tokens=12)])[0] for q in QUESTIONS]
+    outcomes, batches = run_together(
+        generator, [[chat(q, temperature=0, max_tokens=12)] for q in QUESTIONS]
+    )
+    assert batches == {8: 1}, "the 8 prompts were not generated as one batch"
+    for q, single, (batched,) in zip(QUESTIONS, alone, outcomes):
+        expected = expected_chat(reference_model, q, 12)
+        assert single.text == expected
+        assert batched == single  # text, token counts and finish reason
+    # The prompts really had different lengths, so the batch was left-padded.
+    assert len({c[0].prompt_tokens for c in outcomes}) > 4
+
+
+def test_completions_and_multi_prompt_requests_batch_too(generator, reference_model):
+    prompts = ["日本の首都は", "りんごは赤い色をしています。バナナは"]
+    outcomes, batches = run_together(
+        generator,
+        [[completion(p, temperature=0, max_tokens=9) for p in prompts], [chat(QUESTIONS[1], temperature=0, max_tokens=9)]],
+    )
+    assert batches == {3: 1}
+    assert [c.text for c in outcomes[0]] == [greedy_completion(*reference_model, p, 9) for p in prompts]
+    assert outcomes[1][0].text == expected_chat(reference_model, QUESTIONS[1], 9)
+
+
+def test_max_tokens_and_stop_are_per_request_inside_a_batch(generator, reference_model):
+    full = expected_chat(reference_model, QUESTIONS[1], 16)
+    stop = full[5:7]
+    assert stop.strip() and full.index(stop) == 5, full
+    calls = [
+        [chat(QUESTIONS[0], temperature=0, max_tokens=1)],
+        [chat(QUESTIONS[2], temperature=0, max_tokens=5)],
+        [chat(QUESTIONS[3], temperature=0, max_tokens=23)],
+        [chat(QUESTIONS[1], temperature=0, max_tokens=16, stop=[stop])],
+        [chat(QUESTIONS[1], temperature=0, max_tokens=16, stop=["not in the answer"])],
+    ]
+    outcomes, batches = run_together(generator, calls)
+    assert batches == {5: 1}
+    (one,), (five,), (many,), (stopped,), (not_stopped,) = outcomes
+    for c, q, n in [(one, QUESTIONS[0], 1), (five, QUESTIONS[2], 5), (many, QUESTIONS[3], 23)]:
+        assert c.text == expected_chat(reference_model, q, n)
+        assert (c.completion_tokens, c.finish_reason) == (n, "length")
+    assert (stopped.text, stopped.finish_reason) == (full[:5], "stop")
+    # It stopped early: fewer tokens than its max_tokens were generated.
+    assert stopped.completion_tokens < 16
+    assert (not_stopped.text, not_stopped.finish_reason) == (full, "length")
+
+
+def test_sampled_requests_in_the_same_batch_leave_greedy_answers_alone(generator, reference_model):
+    greedy = [[chat(q, temperature=0, max_tokens=10)] for q in QUESTIONS[:3]]
+    sampled = [
+        [chat(QUESTIONS[3], temperature=1.5, top_p=0.9, max_tokens=6)],
+        [chat(QUESTIONS[4], temperature=0.7, max_tokens=14)],
+        [completion("日本の", temperature=2.0, max_tokens=3)],
+    ]
+    outcomes, batches = run_together(generator, greedy + sampled)
+    assert batches == {6: 1}
+    for q, (c,) in zip(QUESTIONS, outcomes[:3]):
+        assert c.text == expected_chat(reference_model, q, 10)
+    assert [o[0].completion_tokens for o in outcomes[3:]] == [6, 14, 3]
+
+
+def test_a_bad_request_fails_alone(generator, reference_model):
+    from mlflow.exceptions import MlflowException
+
+    calls = [[chat(QUESTIONS[0], temperature=0, max_tokens=6)],
+             [completion("りんご " * 600, max_tokens=4)],  # longer than the 512-token context
+             [chat(QUESTIONS[1], temperature=0, max_tokens=6)]]
+    batcher = generator.batcher
+    batcher.window_s, batcher.max_batch_size = 30.0, 2  # the two good prompts
+    before = batcher.batch_sizes.copy()
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(generator.generate, c) for c in calls]
+            with pytest.raises(MlflowException, match="context is 512 tokens"):
+                futures[1].result(timeout=120)
+            good = [futures[0].result(timeout=120), futures[2].result(timeout=120)]
+    finally:
+        batcher.window_s, batcher.max_batch_size = 0.0, 16
+    assert batcher.batch_sizes - before == {2: 1}
+    assert good[0][0].text == expected_chat(reference_model, QUESTIONS[0], 6)
+    assert good[1][0].text == expected_chat(reference_model, QUESTIONS[1], 6)
+
+
+def test_a_batch_that_fails_is_retried_one_by_one(generator, reference_model, monkeypatch):
+    poison = "毒"
+    poison_ids = generator.encode(chat(poison))
+    real_generate = generator.model.generate
+
+    def fragile_generate(input_ids, **kwargs):
+        for row in input_ids.tolist():
+            if row[len(row) - len(poison_ids):] == poison_ids:
+                raise RuntimeError("this prompt breaks generate")
+        return real_generate(input_ids=input_ids, **kwargs)
+
+    monkeypatch.setattr(generator.model, "generate", fragile_generate)
+    outcomes, batches = run_together(
+        generator,
+        [[chat(QUESTIONS[0], temperature=0, max_tokens=7)], [chat(poison, temperature=0, max_tokens=7)],
+         [chat(QUESTIONS[2], temperature=0, max_tokens=7)]],
+    )
+    assert batches == {3: 1, 1: 3}  # the batch, then each prompt alone
+    assert isinstance(outcomes[1], RuntimeError)
+    assert outcomes[0][0].text == expected_chat(reference_model, QUESTIONS[0], 7)
+    assert outcomes[2][0].text == expected_chat(reference_model, QUESTIONS[2], 7)
+
+
+def test_per_row_sampling_keeps_greedy_rows_on_their_argmax():
+    import torch
+
+    from hf_pyfunc.generator import RowSettings, _PerRowSampling
+
+    rows = [RowSettings((1,), 4, greedy=True),
+            RowSettings((1,), 4, greedy=False, temperature=0.5, top_k=2),
+            RowSettings((1,), 4, greedy=False, temperature=1.0, top_p=0.5),
+            RowSettings((1,), 4, greedy=False, temperature=2.0)]
+    scores = torch.tensor([[1.0, 3.0, 2.0, 0.0]] * 4)
+    out = _PerRowSampling(rows, "cpu")(None, scores)
+    inf = float("inf")
+    assert out[0].tolist() == [-inf, 0.0, -inf, -inf]  # greedy: only the argmax survives
+    assert out[1].tolist() == [-inf, 6.0, 4.0, -inf]  # / 0.5, then the top 2
+    assert out[2].tolist() == [-inf, 3.0, -inf, -inf]  # top_p 0.5: the top token holds 66 %
+    assert out[3].tolist() == [0.5, 1.5, 1.0, 0.0]  # / 2, nothing cut
+
+
+# -- deadlines: a timed-out request stops generating ------------------------------------------
+@pytest.fixture
+def slow_model(generator, monkeypatch):
+    """Each decoding step takes at least 20 ms, and the steps are counted."""
+    steps = []
+    real_forward = generator.model.forward
+
+    def slow_forward(*args, **kwargs):
+        steps.append(1)
+        time.sleep(0.02)
+        return real_forward(*args, **kwargs)
+
+    monkeypatch.setattr(generator.model, "forward", slow_forward)
+    return steps
+
+
+def test_a_timed_out_request_stops_generating_and_its_batch_goes_on(generator, reference_model, slow_model):
+    rows = [generator._settings(chat(q, temperature=0, max_tokens=40), generator.encode(chat(q)))
+            for q in QUESTIONS[:2]]
+    batcher = generator.batcher
+    batcher.window_s, batcher.max_batch_size = 30.0, 2
+    try:
+        late = Job(rows[0], width=len(rows[0].ids), budget=40, deadline=time.monotonic() + 0.2)
+        patient = Job(rows[1], width=len(rows[1].ids), budget=40)
+        batcher.submit(late)
+        batcher.submit(patient)
+        with pytest.raises(DeadlineExceeded) as stopped:
+            late.future.result(timeout=60)
+        assert not patient.future.done()  # the other row is still generating
+        answer = patient.future.result(timeout=60)
+    finally:
+        batcher.window_s, batcher.max_batch_size = 0.0, 16
+    tokens_before_stop = int(str(stopped.value).split()[2])
+    assert tokens_before_stop < 40
+    assert answer.text == expected_chat(reference_model, QUESTIONS[1], 40)
+
+
+def test_generate_stops_at_the_request_timeout(generator, slow_model):
+    from mlflow.exceptions import MlflowException
+
+    generator.request_timeout_s = 0.3
+    try:
+        with pytest.raises(MlflowException, match="timeout") as e:
+            generator.generate([chat(QUESTIONS[0], temperature=0, max_tokens=400)])
+    finally:
+        generator.request_timeout_s = None
+    assert e.value.error_code == "DEADLINE_EXCEEDED"
+    assert len(slow_model) < 200  # far fewer steps than the 400 tokens asked for
+
+
+def test_a_request_that_timed_out_in_the_queue_never_runs():
+    ran = []
+    batcher = MicroBatcher(ran.append, window_s=0)
+    try:
+        job = Job("late", deadline=time.monotonic() - 1)
+        with pytest.raises(DeadlineExceeded):
+            batcher.submit(job).result(timeout=10)
+    finally:
+        batcher.close(timeout=10)
+    assert ran == []
+
+
+# -- the batcher on its own -------------------------------------------------------------------
+def test_batcher_respects_max_batch_size_and_token_budget():
+    sizes = []
+    release = threading.Event()
+
+    def run(jobs):
+        release.wait(10)
+        sizes.append([j.payload for j in jobs])
+        for j in jobs:
+            j.future.set_result(j.payload)
+
+    batcher = MicroBatcher(run, window_s=30.0, max_batch_size=3, max_batch_tokens=100)
+    try:
+        jobs = [Job(i, width=10, budget=10) for i in range(5)]  # 20 tokens each
+        jobs.append(Job(5, width=50, budget=40))  # 90 tokens: too big to share a batch
+        jobs.append(Job(6, width=1, budget=1))  # small, but padded to job 5's size with it
+        for j in jobs:
+            batcher.submit(j)
+        release.set()
+        assert [j.future.result(timeout=10) for j in jobs] == list(range(7))
+    finally:
+        batcher.close(timeout=10)
+    # 3 (max_batch_size); 2 (with job 5 it would be 3 x 90 tokens); job 5 alone (2 x 90 with 6).
+    # Jobs left over from a full batch do not wait for the (here 30 s) window.
+    assert sizes == [[0, 1, 2], [3, 4], [5], [6]]
+    assert batcher.batch_sizes == {3: 1, 2: 1, 1: 2}
