@@ -23,8 +23,7 @@ def standin_stack(tmp_path_factory):
     models = tmp_path_factory.mktemp("standin-models")
     build_tiny_model(models / SERVED_MODEL_NAME)
     s = Stack(models, profile="tgi", project="promptlab-it-openai",
-              compose_files=("docker-compose.yml", "tests/integration/compose.openai-standin.yml"),
-              extra_env={"SERVED_MODEL_NAME": SERVED_MODEL_NAME})
+              compose_files=("docker-compose.yml", "tests/integration/compose.openai-standin.yml"))
     try:
         s.up()
         yield s

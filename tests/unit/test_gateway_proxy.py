@@ -120,3 +120,20 @@ def test_the_mlflow_server_app_gets_this_proxy():
     endpoints = wrap_gateway_proxy(app)
     assert endpoints, "MLflow no longer routes /ajax-api/2.0/mlflow/gateway-proxy"
     assert all(app.view_functions[e] is gateway_proxy_view for e in endpoints)
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b'{"detail": "Not Found"}', "Not Found"),
+        (b'{"detail": {"detail": "Server is pinned to m"}}', "Server is pinned to m"),
+        (b'{"detail": {"error": {"message": "prompt too long", "type": "invalid"}}}', "prompt too long"),
+        (b'{"detail": [{"loc": ["body", "temperature"], "msg": "too big"}]}', "temperature: too big"),
+        (b"plain text", "plain text"),
+        (b"", "HTTP 502"),
+    ],
+)
+def test_gateway_error_messages_are_made_readable(body, message):
+    from mlflow_promptlab_utf8.gateway_proxy import gateway_error_message
+
+    assert gateway_error_message(body, 502) == message

@@ -41,6 +41,13 @@ def create_app(app=None):
     wrap_promptlab_views(app)
     wrap_gateway_proxy(app)
 
+    if os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
+        # `--app-name` takes one app, so basic auth is chained here: MLflow's own auth factory
+        # adds its login checks to the same Flask app and returns the app uvicorn serves.
+        from mlflow.server.auth import create_app as create_basic_auth_app
+
+        return create_basic_auth_app(app)
+
     from mlflow.environment_variables import _MLFLOW_SGI_NAME
 
     if _MLFLOW_SGI_NAME.get() == "uvicorn":

@@ -33,24 +33,31 @@ def proxy_timeout_seconds() -> float:
 
 
 def gateway_error_message(body: bytes, status: int) -> str:
-    """The human part of a gateway error body: FastAPI's `detail`, a list of pydantic errors..."""
+    """The human part of a gateway error body: FastAPI's `detail`, a list of pydantic errors, or
+    an engine's own error object nested inside (`{"detail": {"error": {"message": ...}}}`)."""
     try:
         data = json.loads(body)
     except ValueError:
         return body.decode("utf-8", "replace").strip() or f"HTTP {status}"
-    detail = data.get("detail", data.get("message", data)) if isinstance(data, dict) else data
+    return _message_of(data) or f"HTTP {status}"
+
+
+def _message_of(detail) -> str:
+    if isinstance(detail, dict):
+        for key in ("message", "detail", "error"):
+            if key in detail:
+                return _message_of(detail[key])
+        return json.dumps(detail, ensure_ascii=False)
     if isinstance(detail, list):  # request validation errors: [{"loc": [...], "msg": ...}]
         parts = []
         for err in detail:
-            if isinstance(err, dict):
+            if isinstance(err, dict) and "msg" in err:
                 loc = ".".join(str(p) for p in err.get("loc", []) if p != "body")
-                parts.append(f"{loc}: {err.get('msg', err)}" if loc else str(err.get("msg", err)))
+                parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
             else:
-                parts.append(str(err))
+                parts.append(_message_of(err))
         return "; ".join(parts)
-    if isinstance(detail, dict):
-        return str(detail.get("message", detail))
-    return str(detail)
+    return "" if detail is None else str(detail)
 
 
 def error_response(status: int, message: str):
