@@ -10,6 +10,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,31 @@ class Stack:
         query = urllib.parse.urlencode({"path": path, "run_uuid": run_id})
         with urllib.request.urlopen(f"{self.url}/get-artifact?{query}", timeout=30) as resp:
             return resp.read()
+
+
+@contextmanager
+def running_stack(tmp_path_factory, **stack_args):
+    """A stack on a freshly built tiny model; always torn down with its volumes."""
+    from make_tiny_model import build_tiny_model
+
+    if not docker_available():
+        raise RuntimeError("the compose tests need a running Docker engine (see .ci/run)")
+    models = tmp_path_factory.mktemp(f"models-{stack_args.get('project', PROJECT)}")
+    build_tiny_model(models / SERVED_MODEL_NAME)
+    stack = Stack(models, **stack_args)
+    try:
+        stack.up()
+        yield stack
+    finally:
+        stack.down()
+
+
+def reference_model(stack: Stack):
+    """The stack's own model folder loaded with plain transformers, for greedy comparisons."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = stack.models_dir / SERVED_MODEL_NAME
+    return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
 
 
 def docker_available() -> bool:

@@ -10,9 +10,8 @@ at TGI's address, and drives the UI's REST path in Japanese through the unchange
 from __future__ import annotations
 
 import pytest
-from make_tiny_model import build_tiny_model
 from reference import greedy_chat
-from stack import SERVED_MODEL_NAME, Stack
+from stack import SERVED_MODEL_NAME, reference_model, running_stack
 
 CHAT = SERVED_MODEL_NAME
 COMPLETIONS = f"{SERVED_MODEL_NAME}-completions"
@@ -20,23 +19,15 @@ COMPLETIONS = f"{SERVED_MODEL_NAME}-completions"
 
 @pytest.fixture(scope="module")
 def standin_stack(tmp_path_factory):
-    models = tmp_path_factory.mktemp("standin-models")
-    build_tiny_model(models / SERVED_MODEL_NAME)
-    s = Stack(models, profile="tgi", project="promptlab-it-openai",
-              compose_files=("docker-compose.yml", "tests/integration/compose.openai-standin.yml"))
-    try:
-        s.up()
+    compose_files = ("docker-compose.yml", "tests/integration/compose.openai-standin.yml")
+    with running_stack(tmp_path_factory, profile="tgi", project="promptlab-it-openai",
+                       compose_files=compose_files) as s:
         yield s
-    finally:
-        s.down()
 
 
 @pytest.fixture(scope="module")
 def standin_reference(standin_stack):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = standin_stack.models_dir / SERVED_MODEL_NAME
-    return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
+    return reference_model(standin_stack)
 
 
 def test_tgi_profile_gateway_routes_both_endpoints_to_the_openai_api(standin_stack):
