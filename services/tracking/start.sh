@@ -32,7 +32,10 @@ set -- mlflow server \
   --backend-store-uri "sqlite:////mlflow/db/mlflow.db" \
   --artifacts-destination /mlflow/artifacts \
   --serve-artifacts \
-  --app-name promptlab-utf8
+  --app-name promptlab-utf8 \
+  --uvicorn-opts "--timeout-worker-healthcheck 60"
+# uvicorn's supervisor kills a worker that does not answer its ping within 5 s by default; on a
+# small CPU busy generating, that dropped requests in flight (seen in the load test).
 # Host headers the UI may be reached under (default: localhost and private IPs).
 if [ -n "${MLFLOW_ALLOWED_HOSTS:-}" ]; then
   set -- "$@" --allowed-hosts "$MLFLOW_ALLOWED_HOSTS"

@@ -80,3 +80,17 @@ def test_main_writes_yaml_that_mlflow_loads(tmp_path):
     assert main(["--output", str(out)], env={"MODEL_ID": "/models/日本語モデル", "SERVED_MODEL_NAME": "ja"}) == 0
     config = _load_gateway_config(out)
     assert [e.name for e in config.endpoints] == ["ja", "ja-completions"]
+
+
+@pytest.mark.parametrize("value, seconds", [("60s", 60), ("90", 90), ("2m", 120), ("1m30s", 90)])
+def test_stop_grace_period_is_read_like_compose_does(value, seconds):
+    from local_llm_gateway.start import grace_period_seconds
+
+    assert grace_period_seconds(value) == seconds
+
+
+def test_bad_stop_grace_period_is_named():
+    from local_llm_gateway.start import grace_period_seconds
+
+    with pytest.raises(SystemExit, match="STOP_GRACE_PERIOD"):
+        grace_period_seconds("soon")
