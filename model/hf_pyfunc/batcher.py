@@ -1,9 +1,16 @@
 """Gather generation jobs that arrive from many threads into batches for one copy of the model.
 
 `mlflow models serve` runs every request's `predict` in its own thread. Each thread submits its
-job here and waits on a future; one worker thread owns the model and runs the jobs in batches:
-when the model is idle, the first job waits `window_s` for company (or until `max_batch_size`
-jobs are queued); jobs that arrive while a batch runs are queued and go together in the next one.
+job here and waits on a future; one worker thread owns the model and runs the jobs in batches.
+Jobs that arrive while a batch runs are queued and go together in the next one.
+
+How long a batch waits for company adapts to the load. A batch starts as soon as `expected` jobs
+are queued, where `expected` is the most requests that were in the server (generating or queued)
+while the previous batch ran; or once it has waited `window_s` (counted from the later of the
+oldest job's arrival and the end of the previous batch); or when `max_batch_size` jobs are queued.
+So one request at a time never waits, and eight clients that each send a new request as soon as
+they have an answer end up in one batch of eight, instead of in two groups of four that take
+turns on the model (which is what "start with whatever is queued" settles into).
 A job's answer may come before its batch ends (the generator resolves each future as soon as its
 row is done).
 
@@ -52,7 +59,7 @@ class MicroBatcher:
         self,
         run_batch: Callable[[list[Job]], None],
         *,
-        window_s: float = 0.005,
+        window_s: float = 0.01,
         max_batch_size: int = 16,
         max_batch_tokens: int | None = None,
         name: str = "hf-batcher",
@@ -71,6 +78,11 @@ class MicroBatcher:
         self._closed = False
         self._thread: threading.Thread | None = None
         self._leftover = False  # the last batch was full and left jobs in the queue
+        # Jobs a batch waits for (up to window_s) before it starts: see the module's docstring.
+        self.expected = 1
+        self._running: list[Job] = []  # the batch now on the model
+        self._peak = 0  # most jobs in the server (unanswered running + queued) during that batch
+        self._last_end = 0.0  # time.monotonic() when the last batch ended
         # How many batches of each size ran (a retry of a failed batch counts its single runs).
         self.batch_sizes: Counter[int] = Counter()
 
@@ -84,8 +96,16 @@ class MicroBatcher:
                 self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
                 self._thread.start()
             self._queue.append(job)
+            if self._running:
+                unanswered = sum(not j.future.done() for j in self._running)
+                self._peak = max(self._peak, unanswered + len(self._queue))
             self._cond.notify()
         return job.future
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until no batch runs and none is queued; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._running and not self._queue, timeout)
 
     def close(self, timeout: float | None = None) -> None:
         """Finish the queued jobs, then stop the worker thread."""
@@ -108,6 +128,10 @@ class MicroBatcher:
                 logger.exception("batch of %d failed outside run_batch", len(jobs))
                 for job in jobs:
                     _fail(job, RuntimeError("generation failed; see the model server's log"))
+            with self._cond:
+                self.expected, self._running = self._peak, []
+                self._last_end = time.monotonic()
+                self._cond.notify_all()  # wait_idle
 
     def _next_batch(self) -> list[Job] | None:
         with self._cond:
@@ -115,11 +139,10 @@ class MicroBatcher:
                 if self._closed:
                     return None
                 self._cond.wait()
-            # The window counts from the oldest job's arrival, so jobs that queued up while the
-            # previous batch ran have mostly waited long enough already; jobs left over from a
-            # full batch do not wait at all.
-            close_at = self._queue[0].submitted + self.window_s
-            while len(self._queue) < self.max_batch_size and not self._closed and not self._leftover:
+            # Jobs left over from a full batch do not wait at all.
+            close_at = max(self._queue[0].submitted, self._last_end) + self.window_s
+            wanted = min(self.max_batch_size, max(1, self.expected))
+            while len(self._queue) < wanted and not self._closed and not self._leftover:
                 remaining = close_at - time.monotonic()
                 if remaining <= 0:
                     break
@@ -130,6 +153,7 @@ class MicroBatcher:
                     break  # first come, first served: the next batch starts with it
                 jobs.append(self._queue.popleft())
             self._leftover = bool(self._queue)
+            self._running, self._peak = jobs, len(jobs) + len(self._queue)
         return jobs
 
     def _run(self, jobs: list[Job]) -> None:
@@ -165,3 +189,27 @@ def _fail(job: Job, error: BaseException) -> None:
             job.future.set_exception(error)
         except Exception:  # set by another thread in the meantime
             pass
+
+
+def widen_thread_pool(threads: int) -> bool:
+    """Let the thread pool that runs the calling thread grow to `threads` threads.
+
+    `mlflow models serve` runs every request's `predict` with `asyncio.to_thread`, i.e. in the
+    event loop's default `ThreadPoolExecutor` of min(32, CPUs + 4) threads: 6 on a 2-CPU machine,
+    so no more than 6 requests could ever wait for (and share) a batch. The pool cannot be
+    replaced when the model loads (uvicorn loads the app before its event loop exists), so the
+    first `predict` raises the pool's limit from inside, through the pool worker's reference to
+    its executor (CPython's `ThreadPoolExecutor` internals; anything else is left alone).
+    Returns whether the calling thread's pool now allows `threads` threads.
+    """
+    import weakref
+    from concurrent.futures import ThreadPoolExecutor
+
+    args = getattr(threading.current_thread(), "_args", None)
+    ref = args[0] if isinstance(args, tuple) and args else None
+    pool = ref() if isinstance(ref, weakref.ReferenceType) else None
+    if not isinstance(pool, ThreadPoolExecutor) or not isinstance(getattr(pool, "_max_workers", None), int):
+        return False
+    if pool._max_workers < threads:
+        pool._max_workers = threads  # new threads are started as requests need them
+    return True

@@ -20,14 +20,14 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED
 
-from hf_pyfunc.batcher import DeadlineExceeded, Job, MicroBatcher
+from hf_pyfunc.batcher import DeadlineExceeded, Job, MicroBatcher, widen_thread_pool
 from hf_pyfunc.requests import CHAT, GenerationRequest, SamplingParams, bad_request
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_WINDOW_MS = 5.0
+DEFAULT_BATCH_WINDOW_MS = 10.0
 DEFAULT_MAX_BATCH_SIZE = 16
-DEFAULT_MAX_BATCH_TOKENS = 16384
+DEFAULT_MAX_BATCH_TOKENS = 8192
 # transformers' own fallbacks when neither the request nor generation_config sets a value.
 HF_DEFAULT_TEMPERATURE, HF_DEFAULT_TOP_K, HF_DEFAULT_TOP_P = 1.0, 50, 1.0
 
@@ -63,6 +63,20 @@ def pick_device(requested: str) -> str:
     return requested
 
 
+def quiet_openmp_threads() -> None:
+    """Idle OpenMP threads sleep instead of spinning (unless OMP_WAIT_POLICY says otherwise).
+
+    PyTorch's CPU kernels run on OpenMP threads that, by default, spin for a while after each
+    parallel region. Between decoding steps that spinning takes the CPU from the server's own
+    threads (HTTP, JSON, the batcher); on a 2-CPU machine it made 8 concurrent requests slower than
+    one at a time. Only effective before torch is first imported, i.e. in the model server.
+    """
+    import sys
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def _setting(value, env_name: str, default, kind):
     """An explicit argument, else the environment variable, else the default."""
     if value is not None:
@@ -87,15 +101,23 @@ class HFGenerator:
         max_batch_size: int | None = None,
         max_batch_tokens: int | None = None,
         request_timeout_s: float | None = None,
+        torch_threads: int | None = None,
     ):
         """Batching knobs left as None come from the environment, then from the defaults:
-        BATCH_WINDOW_MS (5), MAX_BATCH_SIZE (16; 1 turns batching off), MAX_BATCH_TOKENS
-        (16384: rows x (longest prompt + largest max_tokens), bounds the KV cache), and
+        BATCH_WINDOW_MS (10), MAX_BATCH_SIZE (16; 1 turns batching off), MAX_BATCH_TOKENS
+        (8192: rows x (longest prompt + largest max_tokens), bounds the KV cache), and
         MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT (unset: no deadline), the scoring server's
-        timeout, after which a request's generation is stopped.
+        timeout, after which a request's generation is stopped. TORCH_THREADS (0: torch's
+        default, one per core) sets the CPU threads of one decoding step; on a small, shared CPU
+        serving a small model, 1 leaves the other cores to the HTTP servers and is faster.
         """
+        quiet_openmp_threads()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        threads = _setting(torch_threads, "TORCH_THREADS", 0, int)
+        if threads > 0:
+            torch.set_num_threads(threads)
 
         self.device = pick_device(device)
         # bf16 halves memory on GPUs that do it natively; CPUs are fastest and exact in float32.
@@ -128,10 +150,14 @@ class HFGenerator:
             max_batch_size=_setting(max_batch_size, "MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE, int),
             max_batch_tokens=_setting(max_batch_tokens, "MAX_BATCH_TOKENS", DEFAULT_MAX_BATCH_TOKENS, int),
         )
+        # Each request waits for its batch in a thread of the server's pool: see generate().
+        self.pool_threads = max(32, 2 * self.batcher.max_batch_size)
         logger.info(
-            "Batching up to %d concurrent prompts (window %.1f ms, %d tokens); request timeout %s",
+            "Batching up to %d concurrent prompts (window %.1f ms, %d tokens); request timeout %s; "
+            "%d torch threads",
             self.batcher.max_batch_size, self.batcher.window_s * 1000,
             self.batcher.max_batch_tokens, f"{timeout:g} s" if self.request_timeout_s else "none",
+            torch.get_num_threads(),
         )
 
     # -- encoding ---------------------------------------------------------------------------
@@ -148,6 +174,8 @@ class HFGenerator:
     # -- the request threads ----------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
         """Generate for every request; runs in the caller's thread, batched with other callers'."""
+        # Enough threads in the scoring server's pool for a full batch to wait at once.
+        widen_thread_pool(self.pool_threads)
         # Bad input fails here, in this request's own thread, before anything is queued.
         rows = [self._settings(r, self.encode(r)) for r in requests]
         deadline = time.monotonic() + self.request_timeout_s if self.request_timeout_s else None
@@ -308,10 +336,11 @@ class _PerRowSampling:
         neg_inf = -math.inf
         argmax = scores.argmax(dim=-1, keepdim=True)
         warped = scores / self.temperature.to(scores.dtype)
-        if any(self.top_k):
-            vocab = warped.shape[-1]
-            k = torch.tensor([min(k, vocab) if k else vocab for k in self.top_k], device=scores.device)
-            kth = torch.topk(warped, int(k.max()), dim=-1).values.gather(1, (k - 1)[:, None])
+        ks = [k if 0 < k < warped.shape[-1] else 0 for k in self.top_k]  # 0: no top-k
+        if any(ks):
+            top = torch.topk(warped, max(ks), dim=-1).values
+            kth = top.gather(1, torch.tensor([max(k, 1) - 1 for k in ks], device=scores.device)[:, None])
+            kth = torch.where(torch.tensor(ks, device=scores.device)[:, None] > 0, kth, neg_inf)
             warped = warped.masked_fill(warped < kth, neg_inf)
         if bool((self.top_p < 1.0).any()):
             # As transformers' TopPLogitsWarper, with one top_p per row.

@@ -1,7 +1,8 @@
 """Concurrent requests share one `generate`: answers stay exact, settings stay per request.
 
 The tests batch deterministically: the batching window is made long (seconds) and the batch size
-equal to the number of prompts sent at once, so a batch closes as soon as all have arrived.
+(and the batch size the batcher expects) equal to the number of prompts sent at once, so a batch
+starts as soon as all have arrived.
 Whether they were batched is read from the batcher's counter of batch sizes, not from timings.
 """
 
@@ -55,7 +56,8 @@ def run_together(generator, calls: list[list[GenerationRequest]]):
     """Call `generate` from one thread per entry, all at once; one batch holds all prompts."""
     prompts = sum(len(c) for c in calls)
     batcher = generator.batcher
-    batcher.window_s, batcher.max_batch_size = 30.0, prompts
+    assert batcher.wait_idle(30)
+    batcher.window_s, batcher.max_batch_size, batcher.expected = 30.0, prompts, prompts
     before = batcher.batch_sizes.copy()
     try:
         with ThreadPoolExecutor(len(calls)) as pool:
@@ -140,7 +142,8 @@ def test_a_bad_request_fails_alone(generator, reference_model):
              [completion("りんご " * 600, max_tokens=4)],  # longer than the 512-token context
              [chat(QUESTIONS[1], temperature=0, max_tokens=6)]]
     batcher = generator.batcher
-    batcher.window_s, batcher.max_batch_size = 30.0, 2  # the two good prompts
+    assert batcher.wait_idle(30)
+    batcher.window_s, batcher.max_batch_size, batcher.expected = 30.0, 2, 2  # the two good prompts
     before = batcher.batch_sizes.copy()
     try:
         with ThreadPoolExecutor(3) as pool:
@@ -213,13 +216,15 @@ def slow_model(generator, monkeypatch):
 
 
 def test_a_timed_out_request_stops_generating_and_its_batch_goes_on(generator, reference_model, slow_model):
-    rows = [generator._settings(chat(q, temperature=0, max_tokens=40), generator.encode(chat(q)))
+    # 100 steps of at least 20 ms: the patient row needs 2 s or more, the late one has 0.2 s.
+    rows = [generator._settings(chat(q, temperature=0, max_tokens=100), generator.encode(chat(q)))
             for q in QUESTIONS[:2]]
     batcher = generator.batcher
-    batcher.window_s, batcher.max_batch_size = 30.0, 2
+    assert batcher.wait_idle(30)
+    batcher.window_s, batcher.max_batch_size, batcher.expected = 30.0, 2, 2
     try:
-        late = Job(rows[0], width=len(rows[0].ids), budget=40, deadline=time.monotonic() + 0.2)
-        patient = Job(rows[1], width=len(rows[1].ids), budget=40)
+        late = Job(rows[0], width=len(rows[0].ids), budget=100, deadline=time.monotonic() + 0.2)
+        patient = Job(rows[1], width=len(rows[1].ids), budget=100)
         batcher.submit(late)
         batcher.submit(patient)
         with pytest.raises(DeadlineExceeded) as stopped:
@@ -228,9 +233,10 @@ def test_a_timed_out_request_stops_generating_and_its_batch_goes_on(generator, r
         answer = patient.future.result(timeout=60)
     finally:
         batcher.window_s, batcher.max_batch_size = 0.0, 16
-    tokens_before_stop = int(str(stopped.value).split()[2])
-    assert tokens_before_stop < 40
-    assert answer.text == expected_chat(reference_model, QUESTIONS[1], 40)
+    tokens_before_stop = int(str(stopped.value).split()[2])  # "stopped after N new tokens"
+    assert tokens_before_stop < 50
+    assert answer.text == expected_chat(reference_model, QUESTIONS[1], 100)
+    assert answer.completion_tokens == 100
 
 
 def test_generate_stops_at_the_request_timeout(generator, slow_model):
@@ -270,6 +276,7 @@ def test_batcher_respects_max_batch_size_and_token_budget():
             j.future.set_result(j.payload)
 
     batcher = MicroBatcher(run, window_s=30.0, max_batch_size=3, max_batch_tokens=100)
+    batcher.expected = 3
     try:
         jobs = [Job(i, width=10, budget=10) for i in range(5)]  # 20 tokens each
         jobs.append(Job(5, width=50, budget=40))  # 90 tokens: too big to share a batch
@@ -284,3 +291,51 @@ def test_batcher_respects_max_batch_size_and_token_budget():
     # Jobs left over from a full batch do not wait for the (here 30 s) window.
     assert sizes == [[0, 1, 2], [3, 4], [5], [6]]
     assert batcher.batch_sizes == {3: 1, 2: 1, 1: 2}
+
+
+def test_clients_that_come_back_rejoin_the_others_in_one_batch():
+    batches = []
+    running_b, gate = threading.Event(), threading.Event()
+
+    def run(jobs):
+        if jobs[0].payload == "B":
+            running_b.set()
+            gate.wait(10)  # B's batch runs while C, D and E arrive
+        batches.append([j.payload for j in jobs])
+        for j in jobs:
+            j.future.set_result(j.payload)
+
+    batcher = MicroBatcher(run, window_s=30.0, max_batch_size=8)
+    try:
+        # One request at a time never waits for the (here 30 s) window.
+        assert batcher.submit(Job("A")).result(timeout=10) == "A"
+        b = batcher.submit(Job("B"))
+        assert running_b.wait(10)
+        later = [batcher.submit(Job(x)) for x in "CDE"]
+        gate.set()
+        assert b.result(timeout=10) == "B"
+        # Four requests were in the server while B ran: C, D and E wait for B's client to send
+        # its next request, F, instead of taking turns with it.
+        f = batcher.submit(Job("F"))
+        assert [x.result(timeout=10) for x in [*later, f]] == list("CDEF")
+    finally:
+        batcher.close(timeout=10)
+    assert batches == [["A"], ["B"], ["C", "D", "E", "F"]]
+
+
+def test_the_scoring_servers_thread_pool_grows_to_hold_a_full_batch():
+    """`mlflow models serve` runs predict via asyncio.to_thread: min(32, CPUs + 4) threads by
+    default, 6 on a 2-CPU machine. Once a predict has run, 20 must be able to wait at once."""
+    import asyncio
+
+    from hf_pyfunc.batcher import widen_thread_pool
+
+    assert widen_thread_pool(32) is False  # the main thread belongs to no pool: nothing to do
+    together = threading.Barrier(20)
+
+    async def serve():
+        assert await asyncio.to_thread(widen_thread_pool, 32)  # what the first predict does
+        # Each call returns only once all 20 are running at the same time.
+        await asyncio.gather(*(asyncio.to_thread(together.wait, 10) for _ in range(20)))
+
+    asyncio.run(serve())
