@@ -17,13 +17,16 @@ closed-loop clients to:
     gateway     gateway POST /gateway/<endpoint>/invocations
     proxy       tracking POST /ajax-api/2.0/mlflow/gateway-proxy  (what the Prompt Engineering UI calls)
     stack       optional: the same proxy call on a running compose stack (--stack-url)
-    transformers-cb  transformers serve POST /v1/chat/completions
-    pyfunc-unbatched pyfunc with MAX_BATCH_SIZE=1, POST /invocations
+    transformers-cb        transformers serve POST /v1/chat/completions
+    proxy-transformers-cb  the same, behind the same tracking server and gateway (OpenAI provider)
+    pyfunc-unbatched       pyfunc with MAX_BATCH_SIZE=1, POST /invocations
     in-process  model.generate on `concurrency` left-padded prompts at once: the limit
 
 Rounds interleave the targets so that noise from other work on the machine hits them alike;
-numbers are medians over rounds. Results go to bench/results/ (git-ignored): results.json,
-results.md and results.png, and the servers' logs under logs/.
+numbers are medians over rounds. The overhead of the gateway and of the tracking proxy is then
+measured one request at a time, the targets taking turns request by request. Results go to
+bench/results/ (git-ignored): results.json, results.md and results.png, and the servers' logs
+under work/logs/. The exit status is 0 when every target in results.md is met.
 
     /opt/venv-dev/bin/python bench/run_benchmark.py            # tiny model, built on the fly
     /opt/venv-dev/bin/python bench/run_benchmark.py --model-dir /path/to/model --rounds 5
@@ -142,11 +145,12 @@ class Server:
         return {"processes": len(pids), "rss_mb": round(rss / 1024), "peak_rss_mb": round(hwm / 1024)}
 
 
-def save_pyfunc_model(model_dir: Path, path: Path) -> None:
+def save_pyfunc_model(model_dir: Path, path: Path, env: dict[str, str]) -> None:
+    """As serve.py does, from the container environment `env` (the server gets `env` too)."""
     from hf_pyfunc.serve import model_config_from_env, save
 
     save(path, model_config_from_env({"MODEL_ID": str(model_dir), "SERVED_MODEL_NAME": ENDPOINT,
-                                      "DEFAULT_MAX_NEW_TOKENS": "32"}))
+                                      "DEFAULT_MAX_NEW_TOKENS": "32", **env}))
 
 
 PEER_ENDPOINT = "tiny-ja-transformers-cb"
@@ -391,7 +395,7 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
     peer = bool(want & {"transformers-cb", "proxy-transformers-cb"})
     if ours:
         model_path = work / "pyfunc-model"
-        save_pyfunc_model(model_dir, model_path)
+        save_pyfunc_model(model_dir, model_path, batch_env)
         servers["direct"] = pyfunc_server("pyfunc", model_path, logs, batch_env)
     if peer:
         port = free_port()
@@ -427,7 +431,7 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
             port, "/health", logs, {"MLFLOW_DEPLOYMENTS_TARGET": servers["gateway"].url})
     if "pyfunc-unbatched" in want:
         model_path = work / "pyfunc-model-unbatched"
-        save_pyfunc_model(model_dir, model_path)
+        save_pyfunc_model(model_dir, model_path, {"MAX_BATCH_SIZE": "1"})
         servers["unbatched"] = pyfunc_server("pyfunc-unbatched", model_path, logs, {"MAX_BATCH_SIZE": "1"})
     for s in servers.values():
         if args.torch_threads:
