@@ -411,11 +411,13 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
         render_gateway_config(servers["direct"].url if ours else None,
                               servers["transformers"].url if "proxy-transformers-cb" in want else None,
                               model_dir, config)
-        # start.py's command (GATEWAY_WORKERS defaults to 2).
+        # start.py's command and server settings (GATEWAY_WORKERS defaults to 2).
+        from local_llm_gateway.start import server_environment
+
         servers["gateway"] = Server("gateway", [str(BIN / "mlflow"), "gateway", "start",
                                                 "--config-path", str(config), "--host", "127.0.0.1",
                                                 "--port", str(port), "--workers", "2"],
-                                    port, "/health", logs)
+                                    port, "/health", logs, server_environment(os.environ))
     if want & {"proxy", "proxy-transformers-cb"}:
         port = free_port()
         db = work / "tracking"
@@ -428,7 +430,8 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
              "--workers", "2", "--backend-store-uri", f"sqlite:///{db}/mlflow.db",
              "--artifacts-destination", str(db / "artifacts"), "--serve-artifacts",
              "--app-name", "promptlab-utf8", "--uvicorn-opts", "--timeout-worker-healthcheck 60"],
-            port, "/health", logs, {"MLFLOW_DEPLOYMENTS_TARGET": servers["gateway"].url})
+            port, "/health", logs, {"MLFLOW_DEPLOYMENTS_TARGET": servers["gateway"].url,
+                                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     if "pyfunc-unbatched" in want:
         model_path = work / "pyfunc-model-unbatched"
         save_pyfunc_model(model_dir, model_path, {"MAX_BATCH_SIZE": "1"})

@@ -25,7 +25,7 @@ from hf_pyfunc.requests import CHAT, GenerationRequest, SamplingParams, bad_requ
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_WINDOW_MS = 10.0
+DEFAULT_BATCH_WINDOW_MS = 30.0
 DEFAULT_MAX_BATCH_SIZE = 16
 DEFAULT_MAX_BATCH_TOKENS = 8192
 # transformers' own fallbacks when neither the request nor generation_config sets a value.
@@ -104,7 +104,7 @@ class HFGenerator:
         torch_threads: int | None = None,
     ):
         """Batching knobs left as None come from the environment, then from the defaults:
-        BATCH_WINDOW_MS (10), MAX_BATCH_SIZE (16; 1 turns batching off), MAX_BATCH_TOKENS
+        BATCH_WINDOW_MS (30), MAX_BATCH_SIZE (16; 1 turns batching off), MAX_BATCH_TOKENS
         (8192: rows x (longest prompt + largest max_tokens), bounds the KV cache), and
         MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT (unset: no deadline), the scoring server's
         timeout, after which a request's generation is stopped. TORCH_THREADS (0: torch's

@@ -26,6 +26,9 @@ INI
   python -c "from mlflow.server.auth import bootstrap_admin_user, get_flask_server_secret_key; get_flask_server_secret_key(); bootstrap_admin_user()"
 fi
 
+# MLflow's background job runner (docker-compose.yml says why it is off unless asked for).
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
+
 set -- mlflow server \
   --host 0.0.0.0 --port 5000 \
   --workers "${MLFLOW_WORKERS:-2}" \

@@ -12,27 +12,42 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent('''
-    import base64, json, os
+    import base64, json, os, sys
     from mlflow.server.auth import bootstrap_admin_user, get_flask_server_secret_key
     get_flask_server_secret_key()
     bootstrap_admin_user()          # what services/tracking/start.sh runs before the server
     from mlflow_promptlab_utf8.app import create_app
-    client = create_app().test_client()
+    served = create_app()
+    if sys.argv[1] == "uvicorn":    # MLflow's FastAPI app, where the gateway proxy is native
+        from starlette.testclient import TestClient
+        client = TestClient(served, base_url="http://localhost")
+        get = lambda url, headers=None: client.get(url, headers=headers).status_code
+    else:                           # MLflow's Flask app, as served by gunicorn or waitress
+        client = served.test_client()
+        get = lambda url, headers=None: client.get(url, headers=headers).status_code
     url = "/api/2.0/mlflow/experiments/search?max_results=1"
+    proxy = "/ajax-api/2.0/mlflow/gateway-proxy?gateway_path=api/2.0/endpoints"
     def auth(user, password):
         token = base64.b64encode(f"{user}:{password}".encode()).decode()
         return {"Authorization": f"Basic {token}"}
+    admin = auth("admin", "s3cret-パスワード")
     print(json.dumps({
-        "anonymous": client.get(url).status_code,
-        "wrong": client.get(url, headers=auth("admin", "nope")).status_code,
-        "admin": client.get(url, headers=auth("admin", "s3cret-パスワード")).status_code,
-        "proxy_anonymous": client.get("/ajax-api/2.0/mlflow/gateway-proxy?gateway_path=api/2.0/endpoints").status_code,
+        "anonymous": get(url),
+        "wrong": get(url, auth("admin", "nope")),
+        "admin": get(url, admin),
+        "proxy_anonymous": get(proxy),
+        "proxy_wrong": get(proxy, auth("admin", "nope")),
+        # Past the login, the proxy answers: its gateway (port 9) is down.
+        "proxy_admin": get(proxy, admin),
     }))
 ''')
 
 
-def test_ui_and_api_need_the_admin_password_when_it_is_set(tmp_path):
+@pytest.mark.parametrize("server", ["uvicorn", "flask"])
+def test_ui_and_api_need_the_admin_password_when_it_is_set(tmp_path, server):
     ini = tmp_path / "basic_auth.ini"
     ini.write_text(
         "[mlflow]\ndefault_permission = READ\n"
@@ -48,9 +63,12 @@ def test_ui_and_api_need_the_admin_password_when_it_is_set(tmp_path):
         "_MLFLOW_SERVER_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
         "MLFLOW_DEPLOYMENTS_TARGET": "http://127.0.0.1:9",
     }
-    env.pop("_MLFLOW_SGI_NAME", None)  # the Flask app, driven by its test client
-    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
+    env.pop("_MLFLOW_SGI_NAME", None)
+    if server == "uvicorn":
+        env["_MLFLOW_SGI_NAME"] = "uvicorn"  # what `mlflow server` sets for its default server
+    out = subprocess.run([sys.executable, "-c", SCRIPT, server], env=env, capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     codes = json.loads(out.stdout.strip().splitlines()[-1])
-    assert codes == {"anonymous": 401, "wrong": 401, "admin": 200, "proxy_anonymous": 401}
+    assert codes == {"anonymous": 401, "wrong": 401, "admin": 200,
+                     "proxy_anonymous": 401, "proxy_wrong": 401, "proxy_admin": 503}

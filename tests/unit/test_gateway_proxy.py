@@ -1,11 +1,13 @@
 """The UI's gateway proxy in our tracking app passes the gateway's errors through as they are.
 
 No Docker: MLflow's real gateway app runs with uvicorn on a loopback port (its model server is
-absent, as while the model loads), and MLflow's real Flask app serves the proxy route.
+absent, as while the model loads). Every behaviour is checked on both forms of our proxy: the
+Flask view and the async route that MLflow's FastAPI app serves under uvicorn.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -42,29 +44,84 @@ def gateway_url():
     thread.join(timeout=10)
 
 
-@pytest.fixture
-def proxy(monkeypatch):
-    from flask import Flask
-    from mlflow_promptlab_utf8.gateway_proxy import wrap_gateway_proxy
-
-    app = Flask(__name__)
-    # The same URL rule MLflow registers; our view replaces MLflow's.
-    app.add_url_rule("/ajax-api/2.0/mlflow/gateway-proxy", "serve_gateway_proxy",
-                     lambda: "stock", methods=["GET", "POST"])
-    assert wrap_gateway_proxy(app) == ["serve_gateway_proxy"]
-    return app.test_client()
+PROXY_URL = "/ajax-api/2.0/mlflow/gateway-proxy"
 
 
-def post(client, path, data):
-    return client.post("/ajax-api/2.0/mlflow/gateway-proxy",
-                       json={"gateway_path": path, "json_data": data})
+class FlaskProxy:
+    """Our Flask view, as served when MLflow's Flask app runs without uvicorn."""
+
+    def __init__(self):
+        from flask import Flask
+        from mlflow_promptlab_utf8.gateway_proxy import wrap_gateway_proxy
+
+        app = Flask(__name__)
+        # The same URL rule MLflow registers; our view replaces MLflow's.
+        app.add_url_rule(PROXY_URL, "serve_gateway_proxy", lambda: "stock", methods=["GET", "POST"])
+        assert wrap_gateway_proxy(app) == ["serve_gateway_proxy"]
+        self.client = app.test_client()
+
+    def get(self, gateway_path):
+        r = self.client.get(PROXY_URL, query_string={"gateway_path": gateway_path})
+        return r.status_code, r.get_json()
+
+    def post_raw(self, body: bytes):
+        r = self.client.post(PROXY_URL, data=body, content_type="application/json")
+        return r.status_code, r.get_json()
+
+
+class AsgiProxy:
+    """Our async route, installed as on MLflow's FastAPI app: after Flask was mounted at "/",
+    whose stock view would answer "stock" if the route did not take precedence."""
+
+    def __init__(self):
+        from fastapi import FastAPI
+        from flask import Flask
+        from mlflow_promptlab_utf8.gateway_proxy_asgi import install_async_gateway_proxy
+        from starlette.responses import PlainTextResponse
+        from starlette.testclient import TestClient
+
+        flask_app = Flask(__name__)
+        flask_app.add_url_rule(PROXY_URL, "serve_gateway_proxy", lambda: "stock",
+                               methods=["GET", "POST"])
+        app = FastAPI()
+        # Stands for MLflow's WSGI mount of the Flask app: it answers whatever reaches it.
+        app.mount("/", PlainTextResponse("stock"))
+        assert install_async_gateway_proxy(app, flask_app) == [PROXY_URL]
+        self.client = TestClient(app)
+
+    def get(self, gateway_path):
+        r = self.client.get(PROXY_URL, params={"gateway_path": gateway_path})
+        return r.status_code, r.json()
+
+    def post_raw(self, body: bytes):
+        r = self.client.post(PROXY_URL, content=body, headers={"content-type": "application/json"})
+        return r.status_code, r.json()
+
+
+@pytest.fixture(params=[FlaskProxy, AsgiProxy], ids=["flask-view", "async-route"])
+def proxy(request):
+    proxy = request.param()
+    if isinstance(proxy, AsgiProxy):
+        with proxy.client:  # runs the app's lifespan: the pooled session is closed at the end
+            yield proxy
+    else:
+        yield proxy
+
+
+def post(proxy, path, data):
+    return proxy.post_raw(json.dumps({"gateway_path": path, "json_data": data}).encode())
 
 
 def test_endpoint_list_passes_through(proxy, gateway_url, monkeypatch):
     monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", gateway_url)
-    r = proxy.get("/ajax-api/2.0/mlflow/gateway-proxy", query_string={"gateway_path": "api/2.0/endpoints"})
-    assert r.status_code == 200
-    assert {e["name"] for e in r.get_json()["endpoints"]} == {"tiny-ja", "tiny-ja-completions"}
+    status, body = proxy.get("api/2.0/endpoints")
+    assert status == 200
+    assert {e["name"] for e in body["endpoints"]} == {"tiny-ja", "tiny-ja-completions"}
+
+
+def test_without_a_gateway_the_endpoint_list_is_empty(proxy, monkeypatch):
+    monkeypatch.delenv("MLFLOW_DEPLOYMENTS_TARGET", raising=False)
+    assert proxy.get("api/2.0/endpoints") == (200, {"endpoints": []})
 
 
 @pytest.mark.parametrize(
@@ -85,32 +142,31 @@ def test_gateway_errors_keep_their_status_and_message(proxy, gateway_url, monkey
                                                       status, words):
     monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", gateway_url)
     started = time.monotonic()
-    r = post(proxy, path, payload)
+    got_status, body = post(proxy, path, payload)
     assert time.monotonic() - started < 5
-    assert r.status_code == status, r.data
-    body = r.get_json()
+    assert got_status == status, body
     assert words in body["message"] and body["error_code"]
 
 
 def test_gateway_down_is_a_503_naming_the_gateway(proxy, monkeypatch):
     target = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", target)
-    r = post(proxy, "gateway/tiny-ja/invocations", {"prompt": "x"})
-    assert r.status_code == 503
-    assert target in r.get_json()["message"] and "unreachable" in r.get_json()["message"]
+    status, body = post(proxy, "gateway/tiny-ja/invocations", {"prompt": "x"})
+    assert status == 503
+    assert target in body["message"] and "unreachable" in body["message"]
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"'])
 def test_broken_or_non_object_json_is_a_400(proxy, monkeypatch, body):
     monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", "http://127.0.0.1:9")
-    r = proxy.post("/ajax-api/2.0/mlflow/gateway-proxy", data=body, content_type="application/json")
-    assert r.status_code == 400
+    status, answer = proxy.post_raw(body)
+    assert status == 400 and "JSON object" in answer["message"]
 
 
 def test_paths_outside_the_gateway_api_are_refused(proxy, monkeypatch):
     monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", "http://127.0.0.1:9")
-    r = post(proxy, "../admin", {})
-    assert r.status_code == 400 and "Invalid gateway_path" in r.get_json()["message"]
+    status, body = post(proxy, "../admin", {})
+    assert status == 400 and "Invalid gateway_path" in body["message"]
 
 
 def test_the_mlflow_server_app_gets_this_proxy():
@@ -120,6 +176,28 @@ def test_the_mlflow_server_app_gets_this_proxy():
     endpoints = wrap_gateway_proxy(app)
     assert endpoints, "MLflow no longer routes /ajax-api/2.0/mlflow/gateway-proxy"
     assert all(app.view_functions[e] is gateway_proxy_view for e in endpoints)
+
+
+def test_the_mlflow_server_under_uvicorn_serves_this_proxy_on_the_event_loop(monkeypatch, gateway_url):
+    # What `mlflow server --app-name promptlab-utf8` serves with its default uvicorn.
+    from mlflow_promptlab_utf8.app import create_app
+    from starlette.routing import Mount
+    from starlette.testclient import TestClient
+
+    monkeypatch.setenv("_MLFLOW_SGI_NAME", "uvicorn")
+    monkeypatch.delenv("MLFLOW_AUTH_ADMIN_PASSWORD", raising=False)
+    monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", gateway_url)
+    served = create_app()
+    paths = [getattr(r, "path", None) for r in served.router.routes]
+    flask_mount = next(i for i, r in enumerate(served.router.routes)
+                       if isinstance(r, Mount) and r.path == "")
+    ours = [i for i, p in enumerate(paths) if p and p.endswith("/mlflow/gateway-proxy")]
+    assert ours and max(ours) < flask_mount, paths
+    # Through MLflow's own middleware (host check, workspaces) and lifespan, which closes the
+    # route's pooled connections at the end.
+    with TestClient(served, base_url="http://localhost") as client:
+        r = client.get(PROXY_URL, params={"gateway_path": "api/2.0/endpoints"})
+    assert r.status_code == 200 and r.json()["endpoints"]
 
 
 @pytest.mark.parametrize(

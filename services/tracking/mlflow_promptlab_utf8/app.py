@@ -1,5 +1,6 @@
 """``mlflow server --app-name promptlab-utf8``: MLflow's server with readable promptlab artifacts
-and a gateway proxy that reports the gateway's errors as they are (see gateway_proxy.py).
+and a gateway proxy that reports the gateway's errors as they are (see gateway_proxy.py) and,
+under uvicorn, runs on the event loop with pooled connections (gateway_proxy_asgi.py).
 
 MLflow 3.17.2 writes the artifacts of a Prompt Engineering UI run with ``\\uXXXX`` escapes
 (mlflow#14785). Rather than patching site-packages, this wraps the create-promptlab-run view:
@@ -17,6 +18,7 @@ import tempfile
 from collections import defaultdict
 
 from mlflow_promptlab_utf8.gateway_proxy import wrap_gateway_proxy
+from mlflow_promptlab_utf8.gateway_proxy_asgi import install_async_gateway_proxy
 from mlflow_promptlab_utf8.reencode import ARTIFACT_REENCODERS
 
 _logger = logging.getLogger(__name__)
@@ -32,29 +34,38 @@ def create_app(app=None):
     """App factory for the ``mlflow.app`` entry point ``promptlab-utf8``.
 
     Wraps the create-promptlab-run view(s) of MLflow's Flask ``app`` (``mlflow.server.app`` by
-    default) and, like ``mlflow.server.auth.create_app``, returns the FastAPI wrapper when
-    ``mlflow server`` runs under uvicorn (its default) and the Flask app otherwise.
+    default), replaces its gateway-proxy view and, like ``mlflow.server.auth.create_app``,
+    returns the FastAPI wrapper when ``mlflow server`` runs under uvicorn (its default), with the
+    gateway proxy served natively there, and the Flask app otherwise.
     """
     if app is None:
         from mlflow.server import app
 
     wrap_promptlab_views(app)
     wrap_gateway_proxy(app)
+    from mlflow.environment_variables import _MLFLOW_SGI_NAME
 
+    under_uvicorn = _MLFLOW_SGI_NAME.get() == "uvicorn"
+    authenticate = None
     if os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD"):
         # `--app-name` takes one app, so basic auth is chained here: MLflow's own auth factory
         # adds its login checks to the same Flask app and returns the app uvicorn serves.
+        from mlflow.server.auth import _authenticate_custom_for_fastapi
         from mlflow.server.auth import create_app as create_basic_auth_app
 
-        return create_basic_auth_app(app)
-
-    from mlflow.environment_variables import _MLFLOW_SGI_NAME
-
-    if _MLFLOW_SGI_NAME.get() == "uvicorn":
+        served = create_basic_auth_app(app)
+        # Runs the configured authorization function in a Flask request context, as Flask does
+        # for its own views. (MLflow's native-route check decodes passwords as ASCII only.)
+        authenticate = _authenticate_custom_for_fastapi
+    elif under_uvicorn:
         from mlflow.server.fastapi_app import create_fastapi_app
 
-        return create_fastapi_app(app)
-    return app
+        served = create_fastapi_app(app)
+    else:
+        served = app
+    if under_uvicorn:
+        install_async_gateway_proxy(served, app, authenticate)
+    return served
 
 
 def wrap_promptlab_views(app) -> list[str]:
