@@ -21,3 +21,13 @@ def reference_model(tiny_model_dir):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     return tokenizer, model
+
+
+@pytest.fixture(scope="session")
+def pyfunc_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model saved as our pyfunc model, as the pyfunc image's serve.py saves it."""
+    from hf_pyfunc.serve import model_config_from_env, save
+
+    path = tmp_path_factory.mktemp("pyfunc") / "model"
+    save(path, model_config_from_env({"MODEL_ID": str(tiny_model_dir), "SERVED_MODEL_NAME": "tiny-ja"}))
+    return path

@@ -9,20 +9,42 @@ the whole request in MLflow's unified LLM shape (`{"messages": [...], "temperatu
 from __future__ import annotations
 
 import asyncio
+import json
+import weakref
 from typing import Any
 
 import pydantic
-from fastapi import HTTPException
 from fastapi.encoders import jsonable_encoder
 
+from mlflow.environment_variables import MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS
 from mlflow.gateway.config import ConfigModel, EndpointConfig
 from mlflow.gateway.exceptions import AIGatewayException
 from mlflow.gateway.providers.base import BaseProvider
-from mlflow.gateway.providers.utils import send_request
 from mlflow.gateway.schemas import chat, completions
 
 # Request fields the model server understands; the rest (n, stream, ...) is not forwarded.
 FORWARDED_PARAMS = ("temperature", "max_tokens", "top_p", "stop")
+
+
+# Idle connections to the model server are reused for this long. `mlflow models serve` (uvicorn)
+# closes them after 5 s, and aiohttp checks a connection's idle time before reusing it.
+MODEL_SERVER_KEEPALIVE_SECONDS = 3.0
+# One pool of keep-alive connections per event loop (a gateway worker has one). MLflow's
+# `send_request` opens a new session, connector and TCP connection for every call instead.
+_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _pooled_session():
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=MODEL_SERVER_KEEPALIVE_SECONDS),
+        )
+        _sessions[loop] = session
+    return session
 
 
 class HFPyfuncConfig(ConfigModel):
@@ -49,31 +71,41 @@ class HFPyfuncProvider(BaseProvider):
         if not isinstance(config.model.config, HFPyfuncConfig):
             raise TypeError(f"Invalid config type {config.model.config}")
         self.server_url = config.model.config.model_server_url
+        self.invocations_url = f"{self.server_url.rstrip('/')}/invocations"
 
     async def _invoke(self, body: dict[str, Any]) -> dict[str, Any]:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS.get())
         try:
-            return await send_request(
-                headers={"Content-Type": "application/json"},
-                base_url=self.server_url,
-                path="invocations",
-                payload=body,
-            )
-        except HTTPException as e:
-            # The scoring server's errors are {"error_code": ..., "message": ...}: keep the
-            # status (400 for bad input) and pass the human-readable message on.
-            detail = e.detail.get("message", e.detail) if isinstance(e.detail, dict) else e.detail
-            raise AIGatewayException(status_code=e.status_code, detail=str(detail)) from e
+            async with _pooled_session().post(self.invocations_url, json=body,
+                                              timeout=timeout) as resp:
+                raw = await resp.read()
+                status = resp.status
         except (asyncio.TimeoutError, TimeoutError) as e:
             raise AIGatewayException(
                 status_code=504,
                 detail=f"The model server at {self.server_url} did not answer in time",
             ) from e
-        except OSError as e:  # aiohttp's connection errors are OSErrors
+        except (aiohttp.ClientConnectionError, OSError) as e:
             raise AIGatewayException(
                 status_code=503,
                 detail=f"The model server at {self.server_url} is unreachable "
                 f"(still starting, or down): {e}",
             ) from e
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        if status != 200:
+            # The scoring server's errors are {"error_code": ..., "message": ...}: keep the
+            # status (400 for bad input) and pass the human-readable message on.
+            detail = answer.get("message", answer) if isinstance(answer, dict) else None
+            text = raw.decode("utf-8", "replace").strip()
+            raise AIGatewayException(status_code=status, detail=str(detail or text or f"HTTP {status}"))
+        if not isinstance(answer, dict):
+            raise AIGatewayException(502, f"Unexpected answer from the model server: {raw[:200]!r}")
+        return answer
 
     @staticmethod
     def _params(payload: dict[str, Any]) -> dict[str, Any]:

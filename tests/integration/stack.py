@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import urllib.error
 import urllib.parse
@@ -14,15 +13,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loopback import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = "promptlab-it"
 SERVED_MODEL_NAME = "tiny-ja"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -144,3 +139,23 @@ def reference_model(stack: Stack):
 def docker_available() -> bool:
     return shutil.which("docker") is not None and subprocess.run(
         ["docker", "info"], capture_output=True).returncode == 0
+
+
+# A system prompt, an earlier exchange and a question, as a user's chat in the UI grows.
+CONVERSATION = [
+    {"role": "system", "content": "あなたは果物の専門家です。"},
+    {"role": "user", "content": "こんにちは"},
+    {"role": "assistant", "content": "こんにちは！何でも聞いてください。"},
+    {"role": "user", "content": "バナナは何色？"},
+]
+
+
+def assert_whole_conversation_reaches_the_model(stack: Stack, endpoint: str, reference) -> None:
+    """Greedy on the whole conversation: the answer only equals plain transformers' if every
+    message, the system prompt included, reached the model through the stack."""
+    from reference import greedy_chat
+
+    status, body = stack.invoke(endpoint, {"messages": CONVERSATION, "temperature": 0,
+                                           "max_tokens": 10})
+    assert status == 200, body
+    assert body["choices"][0]["message"]["content"] == greedy_chat(*reference, CONVERSATION, 10)

@@ -10,8 +10,12 @@ at TGI's address, and drives the UI's REST path in Japanese through the unchange
 from __future__ import annotations
 
 import pytest
-from reference import greedy_chat
-from stack import SERVED_MODEL_NAME, reference_model, running_stack
+from stack import (
+    SERVED_MODEL_NAME,
+    assert_whole_conversation_reaches_the_model,
+    reference_model,
+    running_stack,
+)
 
 CHAT = SERVED_MODEL_NAME
 COMPLETIONS = f"{SERVED_MODEL_NAME}-completions"
@@ -54,16 +58,7 @@ def test_temperature_zero_is_deterministic(standin_stack):
 
 
 def test_system_prompt_and_multi_turn_reach_the_model(standin_stack, standin_reference):
-    messages = [
-        {"role": "system", "content": "あなたは果物の専門家です。"},
-        {"role": "user", "content": "こんにちは"},
-        {"role": "assistant", "content": "こんにちは！"},
-        {"role": "user", "content": "バナナは何色？"},
-    ]
-    status, body = standin_stack.invoke(CHAT, {"messages": messages, "temperature": 0, "max_tokens": 8})
-    assert status == 200, body
-    # Greedy on the whole conversation: only equal if every message reached the model.
-    assert body["choices"][0]["message"]["content"] == greedy_chat(*standin_reference, messages, 8)
+    assert_whole_conversation_reaches_the_model(standin_stack, CHAT, standin_reference)
 
 
 def test_completions_endpoint_through_the_standin(standin_stack):

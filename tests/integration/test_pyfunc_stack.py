@@ -11,7 +11,7 @@ import re
 
 import yaml
 from reference import greedy_chat, greedy_completion
-from stack import SERVED_MODEL_NAME
+from stack import SERVED_MODEL_NAME, assert_whole_conversation_reaches_the_model
 
 CHAT = SERVED_MODEL_NAME
 COMPLETIONS = f"{SERVED_MODEL_NAME}-completions"
@@ -62,15 +62,7 @@ def test_stop_sequence_cuts_the_answer(stack, stack_reference_model):
 
 
 def test_system_prompt_and_earlier_turns_reach_the_model(stack, stack_reference_model):
-    messages = [
-        {"role": "system", "content": "あなたは果物の専門家です。"},
-        {"role": "user", "content": "こんにちは"},
-        {"role": "assistant", "content": "こんにちは！何でも聞いてください。"},
-        {"role": "user", "content": "バナナは何色？"},
-    ]
-    status, body = stack.invoke(CHAT, {"messages": messages, "temperature": 0, "max_tokens": 10})
-    assert status == 200, body
-    assert body["choices"][0]["message"]["content"] == greedy_chat(*stack_reference_model, messages, 10)
+    assert_whole_conversation_reaches_the_model(stack, CHAT, stack_reference_model)
 
 
 def test_user_creates_a_run_and_its_artifacts_are_readable_japanese(stack):

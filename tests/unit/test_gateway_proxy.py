@@ -8,40 +8,22 @@ Flask view and the async route that MLflow's FastAPI app serves under uvicorn.
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import pytest
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from loopback import free_port, serving
 
 
 @pytest.fixture(scope="module")
 def gateway_url():
-    import uvicorn
     from local_llm_gateway.render_config import render, validate
     from mlflow.gateway.app import create_app_from_config
 
     dead_model_server = f"http://127.0.0.1:{free_port()}"
     config = validate(render({"MODEL_ID": "/models/tiny-ja", "MODEL_BACKEND": "pyfunc",
                               "PYFUNC_URL": dead_model_server}))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app_from_config(config), host="127.0.0.1",
-                                           port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app_from_config(config)) as url:
+        yield url
 
 
 PROXY_URL = "/ajax-api/2.0/mlflow/gateway-proxy"

@@ -10,16 +10,6 @@ QUESTION = "りんごは何色ですか？"
 
 
 @pytest.fixture(scope="module")
-def pyfunc_dir(tiny_model_dir, tmp_path_factory):
-    from hf_pyfunc.serve import model_config_from_env, save
-
-    path = tmp_path_factory.mktemp("pyfunc") / "model"
-    config = model_config_from_env({"MODEL_ID": str(tiny_model_dir), "SERVED_MODEL_NAME": "tiny-ja"})
-    save(path, config)
-    return path
-
-
-@pytest.fixture(scope="module")
 def scoring(pyfunc_dir):
     """MLflow's real scoring server app (what `mlflow models serve` runs) on our saved model."""
     import mlflow.pyfunc

@@ -7,44 +7,21 @@ builds it.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 from fastapi.testclient import TestClient
+from loopback import free_port, serving
 from reference import greedy_chat, greedy_completion
 
 QUESTION = "りんごは何色ですか？"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def model_server(tiny_model_dir, tmp_path_factory):
+def model_server(pyfunc_dir):
     import mlflow.pyfunc
-    import uvicorn
-    from hf_pyfunc.serve import model_config_from_env, save
     from mlflow.pyfunc import scoring_server
 
-    path = tmp_path_factory.mktemp("pyfunc") / "model"
-    save(path, model_config_from_env({"MODEL_ID": str(tiny_model_dir), "SERVED_MODEL_NAME": "tiny-ja"}))
-    app = scoring_server.init(mlflow.pyfunc.load_model(str(path)))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "scoring server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serving(scoring_server.init(mlflow.pyfunc.load_model(str(pyfunc_dir)))) as url:
+        yield url
 
 
 def gateway_for(url: str) -> TestClient:
