@@ -47,6 +47,14 @@ def _pooled_session():
     return session
 
 
+async def close_pooled_session() -> None:
+    """Close the running event loop's pool (for embedders and tests; a gateway worker keeps its
+    pool until the process exits)."""
+    session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
+
+
 class HFPyfuncConfig(ConfigModel):
     model_server_url: str
 

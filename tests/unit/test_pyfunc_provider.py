@@ -7,6 +7,8 @@ builds it.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 from fastapi.testclient import TestClient
 from loopback import free_port, serving
@@ -24,17 +26,23 @@ def model_server(pyfunc_dir):
         yield url
 
 
-def gateway_for(url: str) -> TestClient:
+@contextmanager
+def gateway_for(url: str):
+    """MLflow's gateway app on our rendered config, on one event loop; its pool closed after."""
+    from local_llm_gateway.pyfunc_provider import close_pooled_session
     from local_llm_gateway.render_config import render, validate
     from mlflow.gateway.app import create_app_from_config
 
     env = {"MODEL_ID": "/models/tiny-ja", "MODEL_BACKEND": "pyfunc", "PYFUNC_URL": url}
-    return TestClient(create_app_from_config(validate(render(env))))
+    with TestClient(create_app_from_config(validate(render(env)))) as client:
+        yield client
+        client.portal.call(close_pooled_session)
 
 
 @pytest.fixture(scope="module")
 def gateway(model_server):
-    return gateway_for(model_server)
+    with gateway_for(model_server) as client:
+        yield client
 
 
 def test_provider_is_registered_through_the_entry_point():
@@ -89,7 +97,8 @@ def test_gateway_rejects_out_of_range_parameters_before_the_model(gateway):
 
 def test_model_server_down_is_a_503_naming_the_model_server():
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
-    r = gateway_for(url).post("/gateway/tiny-ja/invocations",
-                              json={"messages": [{"role": "user", "content": "x"}]})
+    with gateway_for(url) as gateway:
+        r = gateway.post("/gateway/tiny-ja/invocations",
+                         json={"messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 503
     assert url in r.json()["detail"] and "unreachable" in r.json()["detail"]
