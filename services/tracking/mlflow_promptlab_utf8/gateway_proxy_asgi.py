@@ -49,8 +49,6 @@ class GatewayClient:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=POOL_MAX_CONNECTIONS,
                                                keepalive_timeout=POOL_KEEPALIVE_SECONDS),
-                # The gateway's bodies go back to the UI as they are: no decoding here.
-                auto_decompress=False,
             )
         return self._session
 
