@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
