@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from constants import SERVED_MODEL_NAME
 from make_tiny_model import build_tiny_model  # scripts/ is on pythonpath (pyproject.toml)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-ja")
+    return build_tiny_model(tmp_path_factory.mktemp("models") / SERVED_MODEL_NAME)
 
 
 @pytest.fixture(scope="session")
@@ -25,9 +26,10 @@ def reference_model(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def pyfunc_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model saved as our pyfunc model, as the pyfunc image's serve.py saves it."""
-    from hf_pyfunc.serve import model_config_from_env, save
+    """The tiny model saved as our pyfunc model, as the model image's start.py saves it."""
+    from hf_pyfunc.settings import ModelServerSettings
+    from hf_pyfunc.start import save
 
     path = tmp_path_factory.mktemp("pyfunc") / "model"
-    save(path, model_config_from_env({"MODEL_ID": str(tiny_model_dir), "SERVED_MODEL_NAME": "tiny-ja"}))
+    save(path, ModelServerSettings(model_id=str(tiny_model_dir), served_model_name=SERVED_MODEL_NAME))
     return path

@@ -21,14 +21,11 @@ from mlflow.gateway.config import ConfigModel, EndpointConfig
 from mlflow.gateway.exceptions import AIGatewayException
 from mlflow.gateway.providers.base import BaseProvider
 from mlflow.gateway.schemas import chat, completions
+from promptlab_stack.timings import GATEWAY_POOL_KEEPALIVE_S
 
 # Request fields the model server understands; the rest (n, stream, ...) is not forwarded.
 FORWARDED_PARAMS = ("temperature", "max_tokens", "top_p", "stop")
 
-
-# Idle connections to the model server are reused for this long. `mlflow models serve` (uvicorn)
-# closes them after 5 s, and aiohttp checks a connection's idle time before reusing it.
-MODEL_SERVER_KEEPALIVE_SECONDS = 3.0
 # One pool of keep-alive connections per event loop (a gateway worker has one). MLflow's
 # `send_request` opens a new session, connector and TCP connection for every call instead.
 _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -41,7 +38,8 @@ def _pooled_session():
     session = _sessions.get(loop)
     if session is None or session.closed:
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=MODEL_SERVER_KEEPALIVE_SECONDS),
+            # Shorter than the model server keeps idle connections (promptlab_stack/timings.py).
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=GATEWAY_POOL_KEEPALIVE_S),
         )
         _sessions[loop] = session
     return session

@@ -1,58 +1,69 @@
-"""Gateway container entrypoint: render and validate the config, then exec `mlflow gateway start`."""
+"""Gateway entrypoint: read the settings, render and check the config, exec `mlflow gateway start`.
+
+`write_config`, `server_command` and `server_environment` are what the container runs; the
+benchmark and the tests run the same.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 import sys
+from collections.abc import Mapping
+from pathlib import Path
 
-from local_llm_gateway.render_config import main as render_main
+from promptlab_stack.settings import SettingsError
+from promptlab_stack.timings import (
+    GATEWAY_KEEPALIVE_S,
+    gateway_graceful_timeout,
+    gateway_route_timeout,
+)
+
+from local_llm_gateway.render_config import BACKEND_URLS, ConfigError, render, to_yaml, validate
+from local_llm_gateway.settings import GatewaySettings
+
+CONFIG_PATH = Path("/tmp/gateway.yaml")
+PORT = 7000  # the gateway's port on the compose network (the tracking server's target)
+WORKERS = 2
 
 
-def grace_period_seconds(value: str) -> int:
-    """Compose durations as used for STOP_GRACE_PERIOD: "90", "90s", "2m", "1m30s"."""
-    match = re.fullmatch(r"\s*(?:(\d+)m)?\s*(?:(\d+)s?)?\s*", value or "")
-    if not match or not any(match.groups()):
-        raise SystemExit(f"STOP_GRACE_PERIOD must be a duration like 60s or 2m, got {value!r}")
-    minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    return minutes * 60 + seconds
+def write_config(settings: GatewaySettings, path: Path, urls: Mapping[str, str] = BACKEND_URLS) -> dict:
+    """Render the config, check it with MLflow's loader, write it to `path`; raise ConfigError."""
+    config = render(settings, urls)
+    validate(config)
+    path.write_text(to_yaml(config), encoding="utf-8")
+    return config
 
 
-def server_environment(environ) -> dict[str, str]:
-    """The environment variables `mlflow gateway start` (gunicorn + uvicorn workers) runs with,
-    from the container's settings."""
-    env = {
+def server_command(config_path: Path, *, host: str = "0.0.0.0", port: int = PORT,
+                   workers: int = WORKERS) -> list[str]:
+    return ["mlflow", "gateway", "start", "--config-path", str(config_path),
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+
+
+def server_environment(settings: GatewaySettings) -> dict[str, str]:
+    """What `mlflow gateway start` (gunicorn + uvicorn workers) reads, derived from the settings
+    (promptlab_stack/timings.py says why these values)."""
+    graceful = gateway_graceful_timeout(settings.stop_grace_period)
+    return {
         # `$OPENAI_API_KEY` in the config is resolved from this environment, not stored in the file.
-        "MLFLOW_GATEWAY_RESOLVE_API_KEY_FROM_ENV": environ.get(
-            "MLFLOW_GATEWAY_RESOLVE_API_KEY_FROM_ENV", "true"),
-        # Nested timeouts: model server T < gateway route T+5 < tracking proxy T+10, so the
-        # innermost component reports a timeout, with its own message.
-        "MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS": str(
-            int(environ.get("GENERATION_TIMEOUT_SECONDS", "300")) + 5),
+        "MLFLOW_GATEWAY_RESOLVE_API_KEY_FROM_ENV": "true",
+        "MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS": str(gateway_route_timeout(settings.generation_timeout_seconds)),
+        "GUNICORN_CMD_ARGS": f"--graceful-timeout {graceful} --keep-alive {GATEWAY_KEEPALIVE_S}",
     }
-    # gunicorn's graceful shutdown stops waiting for requests in flight after 30 s: give them the
-    # container's whole stop grace period instead. Idle keep-alive connections stay open longer
-    # than the tracking server's gateway proxy keeps them in its pool (30 s), so the proxy never
-    # reuses a connection the gateway is closing.
-    grace = max(1, grace_period_seconds(environ.get("STOP_GRACE_PERIOD", "60s")) - 5)
-    env["GUNICORN_CMD_ARGS"] = environ.get(
-        "GUNICORN_CMD_ARGS", f"--graceful-timeout {grace} --keep-alive 75")
-    return env
 
 
-def main() -> int:
-    config_path = os.environ.get("GATEWAY_CONFIG_PATH", "/tmp/gateway.yaml")
-    status = render_main(["--output", config_path])
-    if status != 0:
-        return status  # the renderer already said which setting is wrong
-    os.environ.update(server_environment(os.environ))
-    port = os.environ.get("GATEWAY_PORT", "7000")
-    workers = os.environ.get("GATEWAY_WORKERS", "2")
-    os.execvp(
-        "mlflow",
-        ["mlflow", "gateway", "start", "--config-path", config_path,
-         "--host", "0.0.0.0", "--port", port, "--workers", workers],
-    )
+def main(environ: Mapping[str, str] | None = None) -> int:
+    try:
+        settings = GatewaySettings.from_env(environ)
+        config = write_config(settings, CONFIG_PATH)
+    except (SettingsError, ConfigError) as e:
+        print(f"gateway config error: {e}", file=sys.stderr)
+        return 2
+    for e in config["endpoints"]:
+        print(f"endpoint {e['name']} ({e['endpoint_type']}) -> {e['model']['provider']}", file=sys.stderr)
+    os.environ.update(server_environment(settings))
+    command = server_command(CONFIG_PATH)
+    os.execvp(command[0], command)
 
 
 if __name__ == "__main__":

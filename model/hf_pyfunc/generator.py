@@ -22,12 +22,10 @@ from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED
 
 from hf_pyfunc.batcher import DeadlineExceeded, Job, MicroBatcher, widen_thread_pool
 from hf_pyfunc.requests import CHAT, GenerationRequest, SamplingParams, bad_request
+from hf_pyfunc.settings import ModelServerSettings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BATCH_WINDOW_MS = 30.0
-DEFAULT_MAX_BATCH_SIZE = 16
-DEFAULT_MAX_BATCH_TOKENS = 8192
 # transformers' own fallbacks when neither the request nor generation_config sets a value.
 HF_DEFAULT_TEMPERATURE, HF_DEFAULT_TOP_K, HF_DEFAULT_TOP_P = 1.0, 50, 1.0
 
@@ -77,49 +75,20 @@ def quiet_openmp_threads() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _setting(value, env_name: str, default, kind):
-    """An explicit argument, else the environment variable, else the default."""
-    if value is not None:
-        return kind(value)
-    raw = os.environ.get(env_name, "").strip()
-    if not raw:
-        return default
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"{env_name} must be a number, got {raw!r}") from None
-
-
 class HFGenerator:
-    def __init__(
-        self,
-        model_id: str,
-        *,
-        device: str = "auto",
-        default_max_new_tokens: int = 256,
-        batch_window_ms: float | None = None,
-        max_batch_size: int | None = None,
-        max_batch_tokens: int | None = None,
-        request_timeout_s: float | None = None,
-        torch_threads: int | None = None,
-    ):
-        """Batching knobs left as None come from the environment, then from the defaults:
-        BATCH_WINDOW_MS (30), MAX_BATCH_SIZE (16; 1 turns batching off), MAX_BATCH_TOKENS
-        (8192: rows x (longest prompt + largest max_tokens), bounds the KV cache), and
-        MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT (unset: no deadline), the scoring server's
-        timeout, after which a request's generation is stopped. TORCH_THREADS (0: torch's
-        default, one per core) sets the CPU threads of one decoding step; on a small, shared CPU
-        serving a small model, 1 leaves the other cores to the HTTP servers and is faster.
-        """
+    def __init__(self, settings: ModelServerSettings):
+        """Load `settings.model_id` and start batching (settings.py has every knob). On a small,
+        shared CPU serving a small model, TORCH_THREADS=1 leaves the other cores to the HTTP
+        servers and is faster; 0 keeps torch's default (one thread per core)."""
         quiet_openmp_threads()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        threads = _setting(torch_threads, "TORCH_THREADS", 0, int)
-        if threads > 0:
-            torch.set_num_threads(threads)
+        model_id = settings.model_id
+        if settings.torch_threads > 0:
+            torch.set_num_threads(settings.torch_threads)
 
-        self.device = pick_device(device)
+        self.device = pick_device(settings.device)
         # bf16 halves memory on GPUs that do it natively; CPUs are fastest and exact in float32.
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         started = time.monotonic()
@@ -135,20 +104,19 @@ class HFGenerator:
         # Decoder-only models must be left-padded so every row's new tokens start at one column.
         self.tokenizer.padding_side = "left"
         gen = self.model.generation_config
-        self.default_max_new_tokens = gen.max_new_tokens or default_max_new_tokens
+        self.default_max_new_tokens = gen.max_new_tokens or settings.default_max_new_tokens
         self.context_length = getattr(self.model.config, "max_position_embeddings", None) or (
             self.tokenizer.model_max_length
         )
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
 
-        timeout = _setting(request_timeout_s, "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", None, float)
-        self.request_timeout_s = timeout if timeout and timeout > 0 else None
+        self.request_timeout_s = settings.request_timeout_s
         self.batcher = MicroBatcher(
             self._run_batch,
-            window_s=_setting(batch_window_ms, "BATCH_WINDOW_MS", DEFAULT_BATCH_WINDOW_MS, float) / 1000,
-            max_batch_size=_setting(max_batch_size, "MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE, int),
-            max_batch_tokens=_setting(max_batch_tokens, "MAX_BATCH_TOKENS", DEFAULT_MAX_BATCH_TOKENS, int),
+            window_s=settings.batch_window_ms / 1000,
+            max_batch_size=settings.max_batch_size,
+            max_batch_tokens=settings.max_batch_tokens,
         )
         # Each request waits for its batch in a thread of the server's pool: see generate().
         self.pool_threads = max(32, 2 * self.batcher.max_batch_size)
@@ -156,7 +124,7 @@ class HFGenerator:
             "Batching up to %d concurrent prompts (window %.1f ms, %d tokens); request timeout %s; "
             "%d torch threads",
             self.batcher.max_batch_size, self.batcher.window_s * 1000,
-            self.batcher.max_batch_tokens, f"{timeout:g} s" if self.request_timeout_s else "none",
+            self.batcher.max_batch_tokens, f"{self.request_timeout_s:g} s",
             torch.get_num_threads(),
         )
 
@@ -178,7 +146,7 @@ class HFGenerator:
         widen_thread_pool(self.pool_threads)
         # Bad input fails here, in this request's own thread, before anything is queued.
         rows = [self._settings(r, self.encode(r)) for r in requests]
-        deadline = time.monotonic() + self.request_timeout_s if self.request_timeout_s else None
+        deadline = time.monotonic() + self.request_timeout_s
         jobs = [
             self.batcher.submit(Job(row, width=len(row.ids), budget=row.budget, deadline=deadline))
             for row in rows
@@ -188,7 +156,7 @@ class HFGenerator:
         except DeadlineExceeded as e:
             raise MlflowException(
                 f"generation stopped: the request took longer than its {self.request_timeout_s:g} s "
-                f"timeout (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT); {e}",
+                f"timeout (GENERATION_TIMEOUT_SECONDS); {e}",
                 error_code=DEADLINE_EXCEEDED,
             ) from e
 

@@ -12,6 +12,7 @@ from mlflow.types.schema import ParamSchema, ParamSpec
 
 from hf_pyfunc.generator import Completion, HFGenerator
 from hf_pyfunc.requests import CHAT, parse_model_input
+from hf_pyfunc.settings import ModelServerSettings
 
 # Declared so that the scoring server passes these through to `predict` (it drops undeclared
 # params). Defaults are None/empty: unset values fall back to the model's generation_config.
@@ -32,13 +33,10 @@ class HuggingFaceChatModel(mlflow.pyfunc.PythonModel):
     """Chat and completions on any `AutoModelForCausalLM`, with real token usage in the answer."""
 
     def load_context(self, context):
-        config = context.model_config or {}
-        self.served_model_name = config.get("served_model_name") or config["model_id"]
-        self.generator = HFGenerator(
-            config["model_id"],
-            device=config.get("device", "auto"),
-            default_max_new_tokens=int(config.get("default_max_new_tokens", 256)),
-        )
+        # Every setting the server was started with, as start.py recorded it in the MLmodel file.
+        settings = ModelServerSettings.model_validate(context.model_config or {})
+        self.served_model_name = settings.endpoint_name
+        self.generator = HFGenerator(settings)
 
     # No type hints on model_input: MLflow would derive an input schema from them, and this
     # model takes both a list of strings and the unified chat/completions dict.

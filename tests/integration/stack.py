@@ -13,11 +13,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from constants import REPO, SERVED_MODEL_NAME
 from loopback import free_port
 
-REPO = Path(__file__).resolve().parents[2]
 PROJECT = "promptlab-it"
-SERVED_MODEL_NAME = "tiny-ja"
 
 
 @dataclass

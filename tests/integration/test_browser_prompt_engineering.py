@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from stack import REPO, SERVED_MODEL_NAME
+from constants import CHAT_ENDPOINT as CHAT
+from constants import COMPLETIONS_ENDPOINT as COMPLETIONS
+from constants import REPO
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
 
-CHAT = SERVED_MODEL_NAME
-COMPLETIONS = f"{SERVED_MODEL_NAME}-completions"
 TEMPLATE = "{{ object }}は何色ですか？"
 MAX_TOKENS = 16
 EVALUATE_TIMEOUT_S = 60

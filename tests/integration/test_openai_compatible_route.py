@@ -10,15 +10,9 @@ at TGI's address, and drives the UI's REST path in Japanese through the unchange
 from __future__ import annotations
 
 import pytest
-from stack import (
-    SERVED_MODEL_NAME,
-    assert_whole_conversation_reaches_the_model,
-    reference_model,
-    running_stack,
-)
-
-CHAT = SERVED_MODEL_NAME
-COMPLETIONS = f"{SERVED_MODEL_NAME}-completions"
+from constants import CHAT_ENDPOINT as CHAT
+from constants import COMPLETIONS_ENDPOINT as COMPLETIONS
+from stack import assert_whole_conversation_reaches_the_model, reference_model, running_stack
 
 
 @pytest.fixture(scope="module")

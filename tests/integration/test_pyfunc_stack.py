@@ -11,10 +11,10 @@ import re
 
 import yaml
 from reference import greedy_chat, greedy_completion
-from stack import SERVED_MODEL_NAME, assert_whole_conversation_reaches_the_model
+from constants import CHAT_ENDPOINT as CHAT
+from constants import COMPLETIONS_ENDPOINT as COMPLETIONS
+from stack import assert_whole_conversation_reaches_the_model
 
-CHAT = SERVED_MODEL_NAME
-COMPLETIONS = f"{SERVED_MODEL_NAME}-completions"
 TEMPLATE = "{{ object }}は何色ですか？"
 
 

@@ -17,9 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stack import SERVED_MODEL_NAME
-
-CHAT = SERVED_MODEL_NAME
+from constants import CHAT_ENDPOINT as CHAT
 USER = [{"role": "user", "content": "りんごは何色ですか？"}]
 
 

@@ -1,7 +1,8 @@
 """Optional basic auth: our tracking app chains MLflow's own basic-auth app when a password is set.
 
-Runs in a subprocess: MLflow's auth app registers hooks on MLflow's global Flask app, which must
-not leak into the other tests of this process.
+Runs in a subprocess with the config file and environment the tracking image's start.py writes:
+MLflow's auth app registers hooks on MLflow's global Flask app, which must not leak into the
+other tests of this process.
 """
 
 from __future__ import annotations
@@ -12,22 +13,14 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 SCRIPT = textwrap.dedent('''
-    import base64, json, os, sys
-    from mlflow.server.auth import bootstrap_admin_user, get_flask_server_secret_key
-    get_flask_server_secret_key()
-    bootstrap_admin_user()          # what services/tracking/start.sh runs before the server
+    import base64, json
+    from mlflow_promptlab_utf8.start import bootstrap_basic_auth
+    bootstrap_basic_auth()          # what start.py runs before the server
     from mlflow_promptlab_utf8.app import create_app
-    served = create_app()
-    if sys.argv[1] == "uvicorn":    # MLflow's FastAPI app, where the gateway proxy is native
-        from starlette.testclient import TestClient
-        client = TestClient(served, base_url="http://localhost")
-        get = lambda url, headers=None: client.get(url, headers=headers).status_code
-    else:                           # MLflow's Flask app, as served by gunicorn or waitress
-        client = served.test_client()
-        get = lambda url, headers=None: client.get(url, headers=headers).status_code
+    from starlette.testclient import TestClient
+    client = TestClient(create_app(), base_url="http://localhost")
+    get = lambda url, headers=None: client.get(url, headers=headers).status_code
     url = "/api/2.0/mlflow/experiments/search?max_results=1"
     proxy = "/ajax-api/2.0/mlflow/gateway-proxy?gateway_path=api/2.0/endpoints"
     def auth(user, password):
@@ -46,29 +39,31 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("server", ["uvicorn", "flask"])
-def test_ui_and_api_need_the_admin_password_when_it_is_set(tmp_path, server):
-    ini = tmp_path / "basic_auth.ini"
-    ini.write_text(
-        "[mlflow]\ndefault_permission = READ\n"
-        f"database_uri = sqlite:///{tmp_path}/basic_auth.db\nadmin_username = admin\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-    )
+def test_ui_and_api_need_the_admin_password_when_it_is_set(tmp_path):
+    from mlflow_promptlab_utf8.settings import TrackingSettings
+    from mlflow_promptlab_utf8.start import server_environment
+
+    settings = TrackingSettings.from_env({
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-パスワード",
+        "MLFLOW_DEPLOYMENTS_TARGET": "http://127.0.0.1:9",
+    })
+    server_env = server_environment(settings, db_dir=tmp_path, auth_config_path=tmp_path / "auth.ini")
+    assert (tmp_path / ".flask_secret_key").read_text() == server_env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
     env = {
         **os.environ,
-        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        **server_env,
         "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-パスワード",
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-key",
+        "MLFLOW_DEPLOYMENTS_TARGET": "http://127.0.0.1:9",
         "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{tmp_path}/mlflow.db",
         "_MLFLOW_SERVER_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-        "MLFLOW_DEPLOYMENTS_TARGET": "http://127.0.0.1:9",
+        "_MLFLOW_SGI_NAME": "uvicorn",  # what `mlflow server` sets for its default server
     }
-    env.pop("_MLFLOW_SGI_NAME", None)
-    if server == "uvicorn":
-        env["_MLFLOW_SGI_NAME"] = "uvicorn"  # what `mlflow server` sets for its default server
-    out = subprocess.run([sys.executable, "-c", SCRIPT, server], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     codes = json.loads(out.stdout.strip().splitlines()[-1])
     assert codes == {"anonymous": 401, "wrong": 401, "admin": 200,
                      "proxy_anonymous": 401, "proxy_wrong": 401, "proxy_admin": 503}
+    # The key is generated once and kept: a restart reuses it.
+    again = server_environment(settings, db_dir=tmp_path, auth_config_path=tmp_path / "auth.ini")
+    assert again["MLFLOW_FLASK_SERVER_SECRET_KEY"] == server_env["MLFLOW_FLASK_SERVER_SECRET_KEY"]

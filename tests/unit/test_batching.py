@@ -46,8 +46,9 @@ def expected_chat(reference_model, text: str, max_tokens: int) -> str:
 @pytest.fixture(scope="module")
 def generator(tiny_model_dir):
     from hf_pyfunc.generator import HFGenerator
+    from hf_pyfunc.settings import ModelServerSettings
 
-    gen = HFGenerator(str(tiny_model_dir), device="cpu", batch_window_ms=0, request_timeout_s=0)
+    gen = HFGenerator(ModelServerSettings(model_id=str(tiny_model_dir), device="cpu", batch_window_ms=0))
     yield gen
     gen.batcher.close(timeout=10)
 
@@ -242,12 +243,12 @@ def test_a_timed_out_request_stops_generating_and_its_batch_goes_on(generator, r
 def test_generate_stops_at_the_request_timeout(generator, slow_model):
     from mlflow.exceptions import MlflowException
 
-    generator.request_timeout_s = 0.3
+    configured, generator.request_timeout_s = generator.request_timeout_s, 0.3
     try:
-        with pytest.raises(MlflowException, match="timeout") as e:
+        with pytest.raises(MlflowException, match="GENERATION_TIMEOUT_SECONDS") as e:
             generator.generate([chat(QUESTIONS[0], temperature=0, max_tokens=400)])
     finally:
-        generator.request_timeout_s = None
+        generator.request_timeout_s = configured
     assert e.value.error_code == "DEADLINE_EXCEEDED"
     assert len(slow_model) < 200  # far fewer steps than the 400 tokens asked for
 

@@ -13,8 +13,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from constants import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 PROFILES = {"pyfunc": "pyfunc", "tgi": "tgi", "vllm": "vllm"}
 
 
@@ -105,10 +105,28 @@ def test_images_build_from_the_base_image_knob(tmp_path):
     services = compose_config("pyfunc", env={"BASE_IMAGE": "debian-py:local"}, tmp_path=tmp_path)["services"]
     for name in ("tracking", "gateway", "pyfunc"):
         assert services[name]["build"]["args"]["BASE_IMAGE"] == "debian-py:local"
-    for dockerfile in REPO.glob("services/*/Dockerfile"):
-        text = dockerfile.read_text()
-        assert "ARG BASE_IMAGE" in text and "FROM ${BASE_IMAGE}" in text, dockerfile
-        assert "USER app" in text, f"{dockerfile} must not run as root"
+    for folder in SERVICE_FOLDERS.values():
+        text = (REPO / folder / "Dockerfile").read_text()
+        assert "ARG BASE_IMAGE" in text and "FROM ${BASE_IMAGE}" in text, folder
+        assert "USER app" in text, f"{folder}/Dockerfile must not run as root"
+
+
+# The layout rule (README, "Layout"): a service is one folder with its Dockerfile, pinned
+# requirements.txt, pyproject.toml and package, whose `start` module is the container's command.
+SERVICE_FOLDERS = {"pyfunc": "model", "gateway": "gateway", "tracking": "services/tracking"}
+
+
+@pytest.mark.parametrize("service", SERVICE_FOLDERS)
+def test_each_service_is_one_folder_built_and_started_the_same_way(service, tmp_path):
+    folder = REPO / SERVICE_FOLDERS[service]
+    build = compose_config("pyfunc", tmp_path=tmp_path)["services"][service]["build"]
+    assert build["dockerfile"] == f"{SERVICE_FOLDERS[service]}/Dockerfile"
+    (package,) = [p.parent.name for p in folder.glob("*/start.py")]
+    assert (folder / "requirements.txt").is_file() and (folder / "pyproject.toml").is_file()
+    dockerfile = (folder / "Dockerfile").read_text()
+    assert f"COPY {SERVICE_FOLDERS[service]}/requirements.txt" in dockerfile
+    assert 'ENTRYPOINT ["python", "-m", "promptlab_stack.run_and_drain"]' in dockerfile
+    assert f'CMD ["python", "-m", "{package}.start"]' in dockerfile
 
 
 def test_every_knob_in_the_compose_files_is_documented_in_env_example():

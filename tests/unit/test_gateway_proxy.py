@@ -1,14 +1,14 @@
 """The UI's gateway proxy in our tracking app passes the gateway's errors through as they are.
 
 No Docker: MLflow's real gateway app runs with uvicorn on a loopback port (its model server is
-absent, as while the model loads). Every behaviour is checked on both forms of our proxy: the
-Flask view and the async route that MLflow's FastAPI app serves under uvicorn.
+absent, as while the model loads), and our proxy route is installed as on MLflow's FastAPI app.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 
 import pytest
 from loopback import free_port, serving
@@ -16,12 +16,13 @@ from loopback import free_port, serving
 
 @pytest.fixture(scope="module")
 def gateway_url():
-    from local_llm_gateway.render_config import render, validate
+    from local_llm_gateway.render_config import BACKEND_URLS, render, validate
+    from local_llm_gateway.settings import GatewaySettings
     from mlflow.gateway.app import create_app_from_config
 
     dead_model_server = f"http://127.0.0.1:{free_port()}"
-    config = validate(render({"MODEL_ID": "/models/tiny-ja", "MODEL_BACKEND": "pyfunc",
-                              "PYFUNC_URL": dead_model_server}))
+    settings = GatewaySettings(model_id="/models/tiny-ja", model_backend="pyfunc")
+    config = validate(render(settings, {**BACKEND_URLS, "pyfunc": dead_model_server}))
     with serving(create_app_from_config(config)) as url:
         yield url
 
@@ -29,81 +30,59 @@ def gateway_url():
 PROXY_URL = "/ajax-api/2.0/mlflow/gateway-proxy"
 
 
-class FlaskProxy:
-    """Our Flask view, as served when MLflow's Flask app runs without uvicorn."""
-
-    def __init__(self):
-        from flask import Flask
-        from mlflow_promptlab_utf8.gateway_proxy import wrap_gateway_proxy
-
-        app = Flask(__name__)
-        # The same URL rule MLflow registers; our view replaces MLflow's.
-        app.add_url_rule(PROXY_URL, "serve_gateway_proxy", lambda: "stock", methods=["GET", "POST"])
-        assert wrap_gateway_proxy(app) == ["serve_gateway_proxy"]
-        self.client = app.test_client()
-
-    def get(self, gateway_path):
-        r = self.client.get(PROXY_URL, query_string={"gateway_path": gateway_path})
-        return r.status_code, r.get_json()
-
-    def post_raw(self, body: bytes):
-        r = self.client.post(PROXY_URL, data=body, content_type="application/json")
-        return r.status_code, r.get_json()
-
-
-class AsgiProxy:
-    """Our async route, installed as on MLflow's FastAPI app: after Flask was mounted at "/",
-    whose stock view would answer "stock" if the route did not take precedence."""
-
-    def __init__(self):
-        from fastapi import FastAPI
-        from flask import Flask
-        from mlflow_promptlab_utf8.gateway_proxy_asgi import install_async_gateway_proxy
-        from starlette.responses import PlainTextResponse
-        from starlette.testclient import TestClient
-
-        flask_app = Flask(__name__)
-        flask_app.add_url_rule(PROXY_URL, "serve_gateway_proxy", lambda: "stock",
-                               methods=["GET", "POST"])
-        app = FastAPI()
-        # Stands for MLflow's WSGI mount of the Flask app: it answers whatever reaches it.
-        app.mount("/", PlainTextResponse("stock"))
-        assert install_async_gateway_proxy(app, flask_app) == [PROXY_URL]
-        self.client = TestClient(app)
+class Proxy:
+    def __init__(self, client):
+        self.client = client
 
     def get(self, gateway_path):
         r = self.client.get(PROXY_URL, params={"gateway_path": gateway_path})
         return r.status_code, r.json()
 
-    def post_raw(self, body: bytes):
-        r = self.client.post(PROXY_URL, content=body, headers={"content-type": "application/json"})
+    def post_raw(self, body: bytes, content_type: str = "application/json"):
+        r = self.client.post(PROXY_URL, content=body, headers={"content-type": content_type})
         return r.status_code, r.json()
 
 
-@pytest.fixture(params=[FlaskProxy, AsgiProxy], ids=["flask-view", "async-route"])
-def proxy(request):
-    proxy = request.param()
-    if isinstance(proxy, AsgiProxy):
-        with proxy.client:  # runs the app's lifespan: the pooled session is closed at the end
-            yield proxy
-    else:
-        yield proxy
+@contextmanager
+def proxy_to(target: str, timeout_s: float = 30):
+    """Our route installed as on MLflow's FastAPI app: after Flask was mounted at "/", whose
+    stock view would answer "stock" if the route did not take precedence. The app's lifespan
+    closes the route's pooled connections at the end."""
+    from fastapi import FastAPI
+    from flask import Flask
+    from mlflow_promptlab_utf8.gateway_proxy import install_gateway_proxy
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+
+    flask_app = Flask(__name__)
+    flask_app.add_url_rule(PROXY_URL, "serve_gateway_proxy", lambda: "stock", methods=["GET", "POST"])
+    app = FastAPI()
+    # Stands for MLflow's WSGI mount of the Flask app: it answers whatever reaches it.
+    app.mount("/", PlainTextResponse("stock"))
+    assert install_gateway_proxy(app, flask_app, target=target, timeout_s=timeout_s) == [PROXY_URL]
+    with TestClient(app) as client:
+        yield Proxy(client)
+
+
+@pytest.fixture(scope="module")
+def proxy(gateway_url):
+    with proxy_to(gateway_url) as p:
+        yield p
 
 
 def post(proxy, path, data):
     return proxy.post_raw(json.dumps({"gateway_path": path, "json_data": data}).encode())
 
 
-def test_endpoint_list_passes_through(proxy, gateway_url, monkeypatch):
-    monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", gateway_url)
+def test_endpoint_list_passes_through(proxy):
     status, body = proxy.get("api/2.0/endpoints")
     assert status == 200
     assert {e["name"] for e in body["endpoints"]} == {"tiny-ja", "tiny-ja-completions"}
 
 
-def test_without_a_gateway_the_endpoint_list_is_empty(proxy, monkeypatch):
-    monkeypatch.delenv("MLFLOW_DEPLOYMENTS_TARGET", raising=False)
-    assert proxy.get("api/2.0/endpoints") == (200, {"endpoints": []})
+def test_without_a_gateway_the_endpoint_list_is_empty():
+    with proxy_to("") as proxy:
+        assert proxy.get("api/2.0/endpoints") == (200, {"endpoints": []})
 
 
 @pytest.mark.parametrize(
@@ -120,9 +99,7 @@ def test_without_a_gateway_the_endpoint_list_is_empty(proxy, monkeypatch):
          503, "unreachable"),
     ],
 )
-def test_gateway_errors_keep_their_status_and_message(proxy, gateway_url, monkeypatch, path, payload,
-                                                      status, words):
-    monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", gateway_url)
+def test_gateway_errors_keep_their_status_and_message(proxy, path, payload, status, words):
     started = time.monotonic()
     got_status, body = post(proxy, path, payload)
     assert time.monotonic() - started < 5
@@ -130,34 +107,23 @@ def test_gateway_errors_keep_their_status_and_message(proxy, gateway_url, monkey
     assert words in body["message"] and body["error_code"]
 
 
-def test_gateway_down_is_a_503_naming_the_gateway(proxy, monkeypatch):
+def test_gateway_down_is_a_503_naming_the_gateway():
     target = f"http://127.0.0.1:{free_port()}"
-    monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", target)
-    status, body = post(proxy, "gateway/tiny-ja/invocations", {"prompt": "x"})
+    with proxy_to(target) as proxy:
+        status, body = post(proxy, "gateway/tiny-ja/invocations", {"prompt": "x"})
     assert status == 503
     assert target in body["message"] and "unreachable" in body["message"]
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"'])
-def test_broken_or_non_object_json_is_a_400(proxy, monkeypatch, body):
-    monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", "http://127.0.0.1:9")
+def test_broken_or_non_object_json_is_a_400(proxy, body):
     status, answer = proxy.post_raw(body)
     assert status == 400 and "JSON object" in answer["message"]
 
 
-def test_paths_outside_the_gateway_api_are_refused(proxy, monkeypatch):
-    monkeypatch.setenv("MLFLOW_DEPLOYMENTS_TARGET", "http://127.0.0.1:9")
+def test_paths_outside_the_gateway_api_are_refused(proxy):
     status, body = post(proxy, "../admin", {})
     assert status == 400 and "Invalid gateway_path" in body["message"]
-
-
-def test_the_mlflow_server_app_gets_this_proxy():
-    from mlflow.server import app
-    from mlflow_promptlab_utf8.gateway_proxy import gateway_proxy_view, wrap_gateway_proxy
-
-    endpoints = wrap_gateway_proxy(app)
-    assert endpoints, "MLflow no longer routes /ajax-api/2.0/mlflow/gateway-proxy"
-    assert all(app.view_functions[e] is gateway_proxy_view for e in endpoints)
 
 
 def test_the_mlflow_server_under_uvicorn_serves_this_proxy_on_the_event_loop(monkeypatch, gateway_url):
@@ -180,6 +146,25 @@ def test_the_mlflow_server_under_uvicorn_serves_this_proxy_on_the_event_loop(mon
     with TestClient(served, base_url="http://localhost") as client:
         r = client.get(PROXY_URL, params={"gateway_path": "api/2.0/endpoints"})
     assert r.status_code == 200 and r.json()["endpoints"]
+
+
+def test_a_slow_gateway_is_a_504_after_the_proxy_timeout():
+    import asyncio
+
+    from fastapi import FastAPI
+
+    slow = FastAPI()
+
+    @slow.post("/gateway/{name}/invocations")
+    async def hang(name: str):
+        await asyncio.sleep(3)
+
+    with serving(slow) as url, proxy_to(url, timeout_s=0.5) as proxy:
+        started = time.monotonic()
+        status, body = post(proxy, "gateway/tiny-ja/invocations", {"prompt": "x"})
+        elapsed = time.monotonic() - started
+    assert status == 504 and "did not answer in time" in body["message"]
+    assert elapsed < 3
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,14 +27,16 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PLUGIN_SRC = REPO_ROOT / "services" / "tracking"
+from constants import REPO  # noqa: E402
+
+PLUGIN_SRC = REPO / "services" / "tracking"
 # Lets the pure tests import the package even where it is not installed (the entry point test
 # still needs the install).
 if str(PLUGIN_SRC) not in sys.path:
     sys.path.insert(0, str(PLUGIN_SRC))
 
 from mlflow_promptlab_utf8 import app as plugin  # noqa: E402
+from mlflow_promptlab_utf8 import promptlab_artifacts as artifacts  # noqa: E402
 from mlflow_promptlab_utf8.reencode import (  # noqa: E402
     ARTIFACT_REENCODERS,
     readable_json,
@@ -258,15 +261,6 @@ def _strings(value):
             yield from _strings(v)
 
 
-def test_artifact_mapping():
-    assert dict(ARTIFACT_REENCODERS) == {
-        "eval_results_table.json": readable_json,
-        "model/parameters.yaml": readable_yaml,
-        "model/input_example.json": readable_json,
-        "model/serving_input_example.json": readable_json,
-    }
-
-
 # --------------------------------------------------------------------------------------------
 # Wrapper logic on a bare Flask app (no MLflow server)
 # --------------------------------------------------------------------------------------------
@@ -309,8 +303,8 @@ def test_create_app_wraps_all_variants_once(flask_sgi):
 
     for endpoint in ("create_promptlab_run", "prefixed"):
         view = app.view_functions[endpoint]
-        assert getattr(view, plugin._WRAPPED_MARKER)
-        assert not getattr(view.__wrapped__, plugin._WRAPPED_MARKER, False)
+        assert getattr(view, artifacts._WRAPPED_MARKER)
+        assert not getattr(view.__wrapped__, artifacts._WRAPPED_MARKER, False)
     assert app.view_functions["health"] is health
 
 
@@ -321,8 +315,8 @@ def test_rewrite_failure_is_logged_and_request_succeeds(flask_sgi, monkeypatch, 
     def broken(_artifact_uri):
         raise RuntimeError("artifact store down")
 
-    monkeypatch.setattr(plugin, "resolve_artifact_repo", broken)
-    with caplog.at_level(logging.WARNING, logger=plugin.__name__):
+    monkeypatch.setattr(artifacts, "proxied_artifact_repo", broken)
+    with caplog.at_level(logging.WARNING, logger=artifacts.__name__):
         response = app.test_client().post(PROMPTLAB_PATH, json={})
 
     assert response.status_code == 200
@@ -336,7 +330,7 @@ def test_rewrite_failure_is_logged_and_request_succeeds(flask_sgi, monkeypatch, 
 def test_non_200_is_not_touched(flask_sgi, monkeypatch):
     app, _ = _fake_mlflow_app(status=400)
     plugin.create_app(app)
-    monkeypatch.setattr(plugin, "rewrite_run_artifacts", lambda uri: pytest.fail("called"))
+    monkeypatch.setattr(artifacts, "rewrite_run_artifacts", lambda uri: pytest.fail("called"))
 
     response = app.test_client().post(PROMPTLAB_PATH, json={})
 
@@ -367,11 +361,12 @@ _SERVER_SCRIPT = textwrap.dedent(
 
     from mlflow.server import _find_app, _is_factory, app
     import mlflow_promptlab_utf8.app as plugin
+    import mlflow_promptlab_utf8.promptlab_artifacts as artifacts
 
     result["entry_point"] = _find_app("promptlab-utf8")
     result["is_factory"] = _is_factory(result["entry_point"])
     result["rules"] = sorted(
-        r.rule for r in app.url_map.iter_rules() if r.rule.endswith(plugin.ROUTE_SUFFIX)
+        r.rule for r in app.url_map.iter_rules() if r.rule.endswith(artifacts.ROUTE_SUFFIX)
     )
     client = app.test_client()
 
@@ -396,11 +391,11 @@ _SERVER_SCRIPT = textwrap.dedent(
     # 2. Our wrapper; create_app twice must not wrap twice.
     os.environ.pop("_MLFLOW_SGI_NAME", None)
     result["flask_returned"] = plugin.create_app() is app
-    endpoints = plugin.wrap_promptlab_views(app)
+    endpoints = artifacts.wrap_promptlab_views(app)
     views = [app.view_functions[e] for e in endpoints]
     plugin.create_app(app)
     result["idempotent"] = views == [app.view_functions[e] for e in endpoints] and not any(
-        getattr(v.__wrapped__, plugin._WRAPPED_MARKER, False) for v in views
+        getattr(v.__wrapped__, artifacts._WRAPPED_MARKER, False) for v in views
     )
     result["wrapped"] = post(promptlab, {**payload, "experiment_id": proxied})
     result["wrapped_direct"] = post(promptlab, {**payload, "experiment_id": direct})
@@ -586,6 +581,15 @@ def test_non_200_passes_through_unchanged(server):
     assert server["stock_bad"]["status"] == 400
     assert server["wrapped_bad"] == server["stock_bad"]
     assert "experiment_id" in server["wrapped_bad"]["body"]
+
+
+def test_every_artifact_stock_mlflow_escapes_has_a_reencoder(server):
+    """The re-encoders cover exactly the files MLflow writes with escapes: a new escaped artifact
+    in an MLflow upgrade fails here."""
+    run_dir = _run_dir(server, "stock")
+    escaped = {str(p.relative_to(run_dir)) for p in run_dir.rglob("*")
+               if p.is_file() and re.search(r"\\u[0-9a-fA-F]{4}|\\x[0-9A-F]{2}|\\U[0-9A-F]{8}", p.read_text())}
+    assert escaped == set(ARTIFACT_REENCODERS)
 
 
 def test_upstream_mlflow_still_escapes(server):

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
+from constants import QUESTION
 from reference import greedy_chat, greedy_completion
-
-QUESTION = "りんごは何色ですか？"
 
 
 @pytest.fixture(scope="module")
@@ -146,22 +145,27 @@ def test_max_tokens_is_capped_to_the_context(scoring):
     assert usage["prompt_tokens"] + usage["completion_tokens"] == 512
 
 
-def test_model_config_from_env_validates_every_knob():
-    from hf_pyfunc.serve import model_config_from_env
+def test_every_setting_is_recorded_in_the_mlmodel_file_and_used_from_there(tiny_model_dir, tmp_path):
+    import mlflow.pyfunc
+    from hf_pyfunc.settings import ModelServerSettings
+    from hf_pyfunc.start import save
+    from mlflow.models import Model
 
-    config = model_config_from_env({"MODEL_ID": "llm-jp/llm-jp-3-3.7b-instruct"})
-    assert config == {
-        "model_id": "llm-jp/llm-jp-3-3.7b-instruct",
-        "served_model_name": "llm-jp-3-3.7b-instruct",
-        "device": "auto",
-        "default_max_new_tokens": 256,
-    }
-    assert model_config_from_env({"MODEL_ID": "/models/x/", "SERVED_MODEL_NAME": "y", "DEVICE": "cpu",
-                                  "DEFAULT_MAX_NEW_TOKENS": "9"})["served_model_name"] == "y"
-    for bad, name in [({}, "MODEL_ID"), ({"MODEL_ID": "m", "DEVICE": "tpu"}, "DEVICE"),
-                      ({"MODEL_ID": "m", "DEFAULT_MAX_NEW_TOKENS": "0"}, "DEFAULT_MAX_NEW_TOKENS")]:
-        with pytest.raises(SystemExit, match=name):
-            model_config_from_env(bad)
+    settings = ModelServerSettings.from_env({
+        "MODEL_ID": str(tiny_model_dir), "SERVED_MODEL_NAME": "mine", "DEVICE": "cpu",
+        "BATCH_WINDOW_MS": "7", "MAX_BATCH_SIZE": "3", "MAX_BATCH_TOKENS": "999",
+        "GENERATION_TIMEOUT_SECONDS": "42", "DEFAULT_MAX_NEW_TOKENS": "9",
+    })
+    save(tmp_path / "model", settings)
+    recorded = Model.load(str(tmp_path / "model")).flavors["python_function"]["config"]
+    assert recorded == settings.model_dump()
+    generator = mlflow.pyfunc.load_model(str(tmp_path / "model")).unwrap_python_model().generator
+    try:
+        assert (generator.batcher.window_s, generator.batcher.max_batch_size,
+                generator.batcher.max_batch_tokens) == (0.007, 3, 999)
+        assert generator.request_timeout_s == 42
+    finally:
+        generator.batcher.close(timeout=10)
 
 
 def test_saved_model_declares_generation_params_in_its_signature(pyfunc_dir):

@@ -1,13 +1,18 @@
-"""Rendering the gateway config from the environment, checked by MLflow's own loader."""
+"""Rendering the gateway config from the gateway's settings, checked by MLflow's own loader."""
 
 from __future__ import annotations
 
 import pytest
-from local_llm_gateway.render_config import ConfigError, main, pick_backend, render, validate
+from local_llm_gateway.render_config import BACKEND_URLS, ConfigError, pick_backend, render, validate
+from local_llm_gateway.settings import GatewaySettings
 
 
-def endpoints(env, resolves=lambda url: False):
-    config = render(env, resolves=resolves)
+def settings(**env) -> GatewaySettings:
+    return GatewaySettings.from_env(env)
+
+
+def endpoints(env, resolves=lambda url: False, urls=BACKEND_URLS):
+    config = render(settings(**env), urls, resolves=resolves)
     validate(config)  # every rendered config must load in MLflow
     return {e["name"]: e for e in config["endpoints"]}
 
@@ -42,11 +47,17 @@ def test_gpu_engines_use_the_openai_provider_on_their_v1_api(backend, base):
 
 
 def test_auto_backend_picks_the_engine_whose_service_resolves():
-    assert pick_backend({}, resolves=lambda url: "vllm" in url) == "vllm"
-    assert pick_backend({}, resolves=lambda url: "tgi" in url) == "tgi"
-    assert pick_backend({}, resolves=lambda url: False) == "pyfunc"
+    assert pick_backend(settings(), resolves=lambda url: "vllm" in url) == "vllm"
+    assert pick_backend(settings(), resolves=lambda url: "tgi" in url) == "tgi"
+    assert pick_backend(settings(), resolves=lambda url: False) == "pyfunc"
+    assert pick_backend(settings(MODEL_BACKEND="VLLM"), resolves=lambda url: False) == "vllm"
     with pytest.raises(ConfigError, match="several engines"):
-        pick_backend({}, resolves=lambda url: True)
+        pick_backend(settings(), resolves=lambda url: True)
+
+
+def test_the_model_server_url_is_the_compose_service_unless_given():
+    eps = endpoints({}, urls={**BACKEND_URLS, "pyfunc": "http://127.0.0.1:9/"})
+    assert eps["llm-jp-3-3.7b-instruct"]["model"]["config"] == {"model_server_url": "http://127.0.0.1:9"}
 
 
 def test_openai_endpoints_are_added_only_with_a_key_and_keep_it_out_of_the_file():
@@ -63,34 +74,37 @@ def test_openai_endpoints_are_added_only_with_a_key_and_keep_it_out_of_the_file(
         ({"SERVED_MODEL_NAME": "llm jp"}, "SERVED_MODEL_NAME"),
         ({"MODEL_ID": "/models/日本語モデル"}, "MODEL_ID"),
         ({"MODEL_BACKEND": "ollama"}, "MODEL_BACKEND"),
-        ({"PYFUNC_URL": "pyfunc:8080"}, "PYFUNC_URL"),
+        ({"GENERATION_TIMEOUT_SECONDS": "5m"}, "GENERATION_TIMEOUT_SECONDS"),
+        ({"STOP_GRACE_PERIOD": "soon"}, "STOP_GRACE_PERIOD"),
         ({"SERVED_MODEL_NAME": "openai-gpt-4o-mini", "OPENAI_API_KEY": "k"}, "SERVED_MODEL_NAME"),
     ],
 )
-def test_bad_settings_stop_the_gateway_with_a_message_naming_the_setting(env, setting, capsys):
-    assert main(["--output", "/dev/null"], env=env) == 2
+def test_bad_settings_stop_the_gateway_before_it_starts_with_a_message_naming_the_setting(env, setting, capsys):
+    from local_llm_gateway.start import main
+
+    assert main(env) == 2  # returns instead of exec'ing the gateway
     err = capsys.readouterr().err
     assert setting in err and "gateway config error" in err
 
 
-def test_main_writes_yaml_that_mlflow_loads(tmp_path):
+def test_written_config_is_what_mlflow_loads(tmp_path):
+    from local_llm_gateway.start import write_config
     from mlflow.gateway.config import _load_gateway_config
 
     out = tmp_path / "gateway.yaml"
-    assert main(["--output", str(out)], env={"MODEL_ID": "/models/日本語モデル", "SERVED_MODEL_NAME": "ja"}) == 0
+    write_config(settings(MODEL_ID="/models/日本語モデル", SERVED_MODEL_NAME="ja"), out)
     config = _load_gateway_config(out)
     assert [e.name for e in config.endpoints] == ["ja", "ja-completions"]
 
 
-@pytest.mark.parametrize("value, seconds", [("60s", 60), ("90", 90), ("2m", 120), ("1m30s", 90)])
+@pytest.mark.parametrize("value, seconds", [("60s", 60), ("90", 90), ("2m", 120), ("1m30s", 90), ("1h", 3600)])
 def test_stop_grace_period_is_read_like_compose_does(value, seconds):
-    from local_llm_gateway.start import grace_period_seconds
-
-    assert grace_period_seconds(value) == seconds
+    assert settings(STOP_GRACE_PERIOD=value).stop_grace_period == seconds
 
 
-def test_bad_stop_grace_period_is_named():
-    from local_llm_gateway.start import grace_period_seconds
+def test_gateway_drains_for_the_grace_period_and_times_out_after_the_model_server():
+    from local_llm_gateway.start import server_environment
 
-    with pytest.raises(SystemExit, match="STOP_GRACE_PERIOD"):
-        grace_period_seconds("soon")
+    env = server_environment(settings(STOP_GRACE_PERIOD="2m", GENERATION_TIMEOUT_SECONDS="100.5"))
+    assert env["MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS"] == "106"
+    assert "--graceful-timeout 115" in env["GUNICORN_CMD_ARGS"]

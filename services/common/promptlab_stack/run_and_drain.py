@@ -8,7 +8,7 @@ accepting connections and finishes the requests in flight), reaps orphans as PID
 exits once every process of the group is gone. Docker's stop grace period (STOP_GRACE_PERIOD)
 bounds the drain.
 
-Usage (ENTRYPOINT): python /usr/local/bin/run-and-drain COMMAND [ARGS...]
+Usage (ENTRYPOINT): python -m promptlab_stack.run_and_drain COMMAND [ARGS...]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def reap() -> None:
 
 def main(argv: list[str]) -> int:
     if not argv:
-        print("usage: run-and-drain COMMAND [ARGS...]", file=sys.stderr)
+        print("usage: python -m promptlab_stack.run_and_drain COMMAND [ARGS...]", file=sys.stderr)
         return 2
     child = subprocess.Popen(argv, start_new_session=True)
     pgid = child.pid

@@ -1,0 +1,57 @@
+"""`model.generate` in this process on left-padded batches: the limit that batching can reach."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from bench.prompts import PROMPTS
+
+
+class InProcess:
+    """`model.generate` on `concurrency` left-padded prompts at once: what batching can reach."""
+
+    def __init__(self, model_dir: Path, max_tokens: int):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        self.max_tokens = max_tokens
+        self.ids = {p: self._encode(p) for p in PROMPTS}
+
+    def _encode(self, prompt: str) -> list[int]:
+        return list(self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
+                                                       add_generation_prompt=True, return_dict=True)["input_ids"])
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        batch = self.tokenizer.pad({"input_ids": [self.ids[p] for p in prompts]}, padding=True,
+                                   return_tensors="pt")
+        with self.torch.inference_mode():
+            out = self.model.generate(**batch, do_sample=False, max_new_tokens=self.max_tokens,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+        width = batch["input_ids"].shape[1]
+        return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
+
+    def reference(self) -> dict[str, str]:
+        """Each prompt alone, greedy: the answer every server should give."""
+        return {p: self.generate([p])[0] for p in PROMPTS}
+
+    def measure(self, concurrency: int, requests: int, reference: dict[str, str]) -> dict:
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(requests)]
+        latencies, exact = [], 0
+        t0 = time.perf_counter()
+        for i in range(0, requests, concurrency):
+            chunk = prompts[i:i + concurrency]
+            t = time.perf_counter()
+            texts = self.generate(chunk)
+            latencies += [(time.perf_counter() - t) * 1000] * len(chunk)
+            exact += sum(reference[p] == x for p, x in zip(chunk, texts))
+        wall = time.perf_counter() - t0
+        return {"requests": requests, "errors": 0, "error_sample": [], "wall_s": wall,
+                "rps": requests / wall, "latencies_ms": latencies,
+                "completion_tokens": self.max_tokens, "exact": exact / requests}

@@ -1,0 +1,7 @@
+"""What every image of the stack shares (installed in each of them from services/common/).
+
+- settings.py: the typed settings loader each service builds its one settings object with, and
+  the knobs that more than one service reads (the model, the generation timeout).
+- timings.py: the timeouts and keep-alive times that must nest across the three services.
+- run_and_drain.py: the containers' entrypoint, so that `docker stop` drains requests in flight.
+"""

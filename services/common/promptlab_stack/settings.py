@@ -1,0 +1,146 @@
+"""Typed settings, read once from the environment when a service starts.
+
+Configuration flows one way: .env -> docker-compose.yml -> one settings object per service -> the
+code. A service declares its knobs as a `Settings` subclass: one field per environment variable
+(the field's name in upper case) with its one default, and a description that says the accepted
+form. `from_env()` validates every knob at once; a bad value raises `SettingsError`, whose message
+names each wrong knob, its value and the accepted form, and the service's `start` module stops
+with it before anything else starts. An empty variable counts as unset, because compose passes a
+knob that `.env` leaves out as `${KNOB:-}`.
+
+Why not pydantic-settings: it would be one more pinned dependency in every image for the little
+used here, and it reads `os.environ` implicitly, which the tests and the benchmark must not
+inherit; pydantic (an MLflow dependency, so in every image) does the typing and validation.
+
+The knobs that more than one service reads are declared here once (`ModelChoice`,
+`GenerationTimeout`), so each has exactly one default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import pydantic
+from pydantic import BeforeValidator, Field
+
+DEFAULT_MODEL_ID = "llm-jp/llm-jp-3-3.7b-instruct"
+
+
+class SettingsError(ValueError):
+    """Knobs with bad values; the message names each knob, its value and the accepted form."""
+
+
+class Settings(pydantic.BaseModel):
+    """Base of every service's settings: frozen, typed, and built by `from_env`."""
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any):
+        """Read every field from its upper-case variable in `environ` (default: os.environ);
+        `overrides` (field names) win, for embedders such as the benchmark."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            raw = environ.get(name.upper(), "")
+            if raw.strip():
+                values[name] = raw.strip()
+        values.update(overrides)
+        try:
+            return cls.model_validate(values)
+        except pydantic.ValidationError as e:
+            raise SettingsError(describe_errors(cls, e)) from None
+
+    @classmethod
+    def knob_defaults(cls) -> dict[str, Any]:
+        """Each knob's default, by its variable's name (the docs and compose are checked
+        against these)."""
+        return {name.upper(): field.default for name, field in cls.model_fields.items()}
+
+
+def describe_errors(cls: type[Settings], error: pydantic.ValidationError) -> str:
+    """One line per wrong knob: `KNOB='value': what is wrong (expected <accepted form>)`."""
+    lines = []
+    for err in error.errors(include_url=False):
+        name = str(err["loc"][0]) if err["loc"] else ""
+        field = cls.model_fields.get(name)
+        message = err["msg"].removeprefix("Value error, ")
+        if field is None:  # a rule across knobs; its message names them
+            lines.append(message)
+            continue
+        accepted = f" (expected {field.description})" if field.description else ""
+        lines.append(f"{name.upper()}={err['input']!r}: {message}{accepted}")
+    return "; ".join(lines)
+
+
+# -- value types ---------------------------------------------------------------------------------
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|us|h|m|s)")
+_DURATION_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6}
+
+
+def parse_duration(value: Any) -> Any:
+    """Seconds from a compose-style duration ("90", "60s", "2m", "1m30s", "500ms"); other types
+    are left to pydantic (and a number is seconds)."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if re.fullmatch(r"\d+(?:\.\d+)?", text):
+        return float(text)
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError("not a duration")
+    return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+# Seconds, written as compose writes durations (stop_grace_period and the like).
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def comma_list(value: str) -> list[str]:
+    """The non-empty, stripped items of a comma-separated knob."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+# -- knobs read by more than one service -----------------------------------------------------------
+class ModelChoice(Settings):
+    """Which model the stack serves, and under which endpoint name (model server and gateway)."""
+
+    model_id: str = Field(DEFAULT_MODEL_ID, description="a Hugging Face repo id or a /models/<folder> path")
+    served_model_name: str = Field(
+        "", description="an endpoint name of ASCII letters, digits, '-', '_' and '.'"
+    )
+
+    @property
+    def endpoint_name(self) -> str:
+        """The chat endpoint's name in the UI (the completions endpoint adds "-completions"):
+        SERVED_MODEL_NAME, else the last path part of MODEL_ID (llm-jp-3-3.7b-instruct)."""
+        return self.served_model_name or self.model_id.rstrip("/").split("/")[-1]
+
+    @property
+    def engine_model_name(self) -> str:
+        """The name an OpenAI-compatible engine serves the model under: vLLM's
+        `--served-model-name` in docker-compose.yml is SERVED_MODEL_NAME, else MODEL_ID."""
+        return self.served_model_name or self.model_id
+
+    @pydantic.model_validator(mode="after")
+    def _endpoint_name_is_valid(self):
+        # MLflow's own rule for endpoint names (mlflow.gateway.utils.is_valid_endpoint_name).
+        from mlflow.gateway.utils import is_valid_endpoint_name
+
+        if not is_valid_endpoint_name(self.endpoint_name):
+            source = "SERVED_MODEL_NAME" if self.served_model_name else f"MODEL_ID ({self.model_id!r})"
+            raise ValueError(
+                f"{source} gives the endpoint name {self.endpoint_name!r}, which MLflow does not "
+                "accept: use only ASCII letters, digits, '-', '_' and '.' (set SERVED_MODEL_NAME)"
+            )
+        return self
+
+
+class GenerationTimeout(Settings):
+    """How long one generation may take, end to end; every hop derives its own timeout from it
+    (timings.py)."""
+
+    generation_timeout_seconds: float = Field(300.0, gt=0, description="seconds, a positive number")

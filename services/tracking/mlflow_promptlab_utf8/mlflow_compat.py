@@ -1,0 +1,96 @@
+"""Every private MLflow name, and every assumption about how MLflow builds its server app, that
+the tracking image relies on, in one place.
+
+tests/unit/test_mlflow_compat.py exercises each of them and fails with a message naming it when
+an MLflow upgrade moves or changes one; nothing else in this package imports a private MLflow name.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+
+def served_by_uvicorn() -> bool:
+    """Whether `mlflow server` runs its default uvicorn (then it serves the FastAPI app that an
+    app factory returns) rather than gunicorn or waitress (the Flask app).
+
+    Why private: `mlflow server` passes the server type to app factories only through the
+    `_MLFLOW_SGI_NAME` variable; MLflow's own `basic-auth` factory reads it the same way.
+    """
+    from mlflow.environment_variables import _MLFLOW_SGI_NAME
+
+    return _MLFLOW_SGI_NAME.get() == "uvicorn"
+
+
+def fastapi_basic_auth():
+    """`authenticate(request)` for a native route when MLflow's basic auth is on: runs the
+    configured authorization function in a Flask request context, as Flask does for its views.
+
+    Why private: MLflow's auth middleware only guards the native routes it knows about, and the
+    check it runs for those (`_authenticate_fastapi_request`) decodes Basic credentials as ASCII,
+    so a non-ASCII password fails there. Neither is reported upstream yet.
+    """
+    from mlflow.server.auth import _authenticate_custom_for_fastapi
+
+    return _authenticate_custom_for_fastapi
+
+
+def validate_gateway_path(method: str, gateway_path) -> None:
+    """MLflow's own check of the UI's gateway-proxy path (GET: the endpoint list, POST:
+    gateway/<name>/invocations); raises MlflowException.
+
+    Why private: our proxy replaces MLflow's `gateway_proxy_handler` (which answers every gateway
+    error with a 500) and must refuse exactly the paths MLflow refuses.
+    """
+    from mlflow.server.handlers import _validate_gateway_path
+
+    _validate_gateway_path(method, gateway_path)
+
+
+def proxied_artifact_repo(artifact_uri: str):
+    """`(repository, root path inside it or None)` for a run's artifact URI, resolved as
+    `mlflow.utils.promptlab_utils._create_promptlab_run_impl` does with `--serve-artifacts`.
+
+    Why private: the UTF-8 rewrite of Prompt Engineering artifacts (mlflow#14785) must write where
+    MLflow wrote, and the server resolves `mlflow-artifacts:/` roots only with these helpers.
+    """
+    from mlflow.server.handlers import (
+        _get_artifact_repo_mlflow_artifacts,
+        _get_proxied_run_artifact_destination_path,
+        _is_servable_proxied_run_artifact_root,
+    )
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    if _is_servable_proxied_run_artifact_root(artifact_uri):
+        root = _get_proxied_run_artifact_destination_path(proxied_artifact_root=artifact_uri)
+        return _get_artifact_repo_mlflow_artifacts(), root or None
+    return get_artifact_repository(artifact_uri), None
+
+
+def add_route_before_flask(fastapi_app, path: str, endpoint, methods: list[str]) -> None:
+    """Serve `path` natively, ahead of the Flask app.
+
+    Assumption about MLflow's FastAPI app: it mounts the Flask app last, at "/", and routes match
+    in order, so a route inserted first wins over the Flask view for the same URL.
+    """
+    fastapi_app.router.add_route(path, endpoint, methods=methods, include_in_schema=False)
+    fastapi_app.router.routes.insert(0, fastapi_app.router.routes.pop())
+
+
+def on_shutdown(fastapi_app, close) -> None:
+    """Await `close()` when the app's lifespan ends, after MLflow's own lifespan.
+
+    Assumption: MLflow's FastAPI app keeps its lifespan in `router.lifespan_context` (Starlette's
+    `on_shutdown` hooks are ignored when a lifespan is set).
+    """
+    inner_lifespan = fastapi_app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app):
+        try:
+            async with inner_lifespan(app) as state:
+                yield state
+        finally:
+            await close()
+
+    fastapi_app.router.lifespan_context = lifespan

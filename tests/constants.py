@@ -1,0 +1,12 @@
+"""Names and paths that the tests share (tests/ is on pytest's pythonpath)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# The tiny test model's folder under LOCAL_MODELS_DIR, and so its endpoint name.
+SERVED_MODEL_NAME = "tiny-ja"
+CHAT_ENDPOINT = SERVED_MODEL_NAME
+COMPLETIONS_ENDPOINT = f"{SERVED_MODEL_NAME}-completions"
+QUESTION = "りんごは何色ですか？"

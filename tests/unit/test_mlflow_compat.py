@@ -1,0 +1,86 @@
+"""The private MLflow names and app-structure assumptions our images rely on, one test each.
+
+Each lives in its image's `mlflow_compat` module and nowhere else. When an MLflow upgrade moves or
+changes one, the test says which, so the seam can be mended (or dropped, if MLflow now offers a
+public way) before anything else breaks.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+UPGRADE = "MLflow changed {name}, which {module} relies on: mend it there (or use a public API now)"
+
+
+def test_gateway_image_loads_configs_as_mlflow_gateway_start_does(tmp_path):
+    from local_llm_gateway.mlflow_compat import load_gateway_config
+
+    msg = UPGRADE.format(name="mlflow.gateway.config._load_gateway_config",
+                         module="gateway/local_llm_gateway/mlflow_compat.py")
+    endpoint = ("- name: a\n  endpoint_type: llm/v1/chat\n  model:\n    provider: openai\n"
+                "    name: m\n    config: {openai_api_key: k}\n")
+    good = tmp_path / "good.yaml"
+    good.write_text("endpoints:\n" + endpoint)
+    try:
+        config = load_gateway_config(good)
+    except ImportError as e:
+        pytest.fail(f"{msg}: {e}")
+    assert [e.name for e in config.endpoints] == ["a"], msg
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("endpoints:\n" + endpoint + endpoint)
+    with pytest.raises(Exception, match="(?i)duplicate|unique|collision"):
+        load_gateway_config(twice)
+
+
+def test_tracking_image_sees_which_server_runs_it(monkeypatch):
+    from mlflow_promptlab_utf8.mlflow_compat import served_by_uvicorn
+
+    monkeypatch.setenv("_MLFLOW_SGI_NAME", "uvicorn")
+    assert served_by_uvicorn(), UPGRADE.format(name="_MLFLOW_SGI_NAME", module="mlflow_compat.served_by_uvicorn")
+    monkeypatch.setenv("_MLFLOW_SGI_NAME", "gunicorn")
+    assert not served_by_uvicorn()
+
+
+def test_tracking_image_has_mlflows_native_route_authentication():
+    import inspect
+
+    from mlflow_promptlab_utf8.mlflow_compat import fastapi_basic_auth
+
+    authenticate = fastapi_basic_auth()
+    assert list(inspect.signature(authenticate).parameters) == ["request"], UPGRADE.format(
+        name="mlflow.server.auth._authenticate_custom_for_fastapi", module="mlflow_compat.fastapi_basic_auth")
+
+
+def test_tracking_image_checks_gateway_paths_as_mlflow_does():
+    from mlflow.exceptions import MlflowException
+    from mlflow_promptlab_utf8.mlflow_compat import validate_gateway_path
+
+    msg = UPGRADE.format(name="mlflow.server.handlers._validate_gateway_path", module="mlflow_compat")
+    validate_gateway_path("GET", "api/2.0/endpoints")
+    validate_gateway_path("POST", "gateway/tiny-ja/invocations")
+    for method, path in (("POST", "../admin"), ("GET", "gateway/x/invocations"), ("POST", None)):
+        with pytest.raises(MlflowException):
+            validate_gateway_path(method, path)
+            pytest.fail(f"{msg}: {method} {path!r} was accepted")
+
+
+def test_tracking_image_resolves_run_artifact_roots(tmp_path):
+    from mlflow_promptlab_utf8.mlflow_compat import proxied_artifact_repo
+
+    repo, root = proxied_artifact_repo(tmp_path.as_uri())
+    assert root is None and hasattr(repo, "log_artifact"), UPGRADE.format(
+        name="the artifact helpers of mlflow.server.handlers", module="mlflow_compat.proxied_artifact_repo")
+    # The proxied form is exercised against a real server in test_promptlab_utf8.py.
+
+
+def test_mlflows_fastapi_app_mounts_flask_last_and_keeps_a_lifespan():
+    from flask import Flask
+    from mlflow.server.fastapi_app import create_fastapi_app
+    from starlette.routing import Mount
+
+    app = create_fastapi_app(Flask(__name__))
+    msg = UPGRADE.format(name="the layout of mlflow.server.fastapi_app",
+                         module="mlflow_compat.add_route_before_flask / on_shutdown")
+    last = app.router.routes[-1]
+    assert isinstance(last, Mount) and last.path == "", msg
+    assert callable(app.router.lifespan_context), msg

@@ -1,0 +1,181 @@
+"""One settings object per service: a malformed knob stops the service that reads it, at start,
+with a message naming it; every knob has one default, and the docs and compose agree with it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from constants import REPO
+from hypothesis import given
+from hypothesis import strategies as st
+from hf_pyfunc.settings import ModelServerSettings
+from local_llm_gateway.settings import GatewaySettings
+from mlflow_promptlab_utf8.settings import TrackingSettings
+from promptlab_stack.settings import SettingsError, parse_duration
+from promptlab_stack.timings import (
+    GATEWAY_KEEPALIVE_S,
+    GATEWAY_POOL_KEEPALIVE_S,
+    MODEL_SERVER_KEEPALIVE_S,
+    UI_PROXY_POOL_KEEPALIVE_S,
+    gateway_route_timeout,
+    model_server_timeout,
+    ui_proxy_timeout,
+)
+
+SERVICES = {"pyfunc": ModelServerSettings, "gateway": GatewaySettings, "tracking": TrackingSettings}
+# Set by docker-compose.yml itself, not by the user: wiring between the services.
+WIRED = {"MLFLOW_DEPLOYMENTS_TARGET"}
+
+
+@pytest.mark.parametrize(
+    "settings, knob, value",
+    [
+        (ModelServerSettings, "GENERATION_TIMEOUT_SECONDS", "5m"),
+        (ModelServerSettings, "GENERATION_TIMEOUT_SECONDS", "-1"),
+        (ModelServerSettings, "DEVICE", "tpu"),
+        (ModelServerSettings, "DEFAULT_MAX_NEW_TOKENS", "0"),
+        (ModelServerSettings, "BATCH_WINDOW_MS", "soon"),
+        (ModelServerSettings, "MAX_BATCH_SIZE", "0"),
+        (ModelServerSettings, "MAX_BATCH_TOKENS", "8k"),
+        (ModelServerSettings, "TORCH_THREADS", "-2"),
+        (ModelServerSettings, "SERVED_MODEL_NAME", "llm jp"),
+        (ModelServerSettings, "MODEL_ID", "/models/日本語"),
+        (GatewaySettings, "GENERATION_TIMEOUT_SECONDS", "5m"),
+        (GatewaySettings, "MODEL_BACKEND", "ollama"),
+        (GatewaySettings, "STOP_GRACE_PERIOD", "1 minute"),
+        (TrackingSettings, "GENERATION_TIMEOUT_SECONDS", "5m"),
+        (TrackingSettings, "MLFLOW_WORKERS", "0"),
+        (TrackingSettings, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "maybe"),
+    ],
+)
+def test_a_malformed_knob_is_refused_with_its_name_value_and_accepted_form(settings, knob, value):
+    with pytest.raises(SettingsError) as e:
+        settings.from_env({knob: value})
+    assert knob in str(e.value) and value in str(e.value)
+
+
+def test_every_wrong_knob_is_named_at_once():
+    with pytest.raises(SettingsError) as e:
+        ModelServerSettings.from_env({"DEVICE": "tpu", "MAX_BATCH_SIZE": "x", "TORCH_THREADS": "1"})
+    assert "DEVICE='tpu'" in str(e.value) and "MAX_BATCH_SIZE='x'" in str(e.value)
+    assert "expected auto, cpu, cuda or cuda:N" in str(e.value)
+
+
+def test_empty_means_unset_and_values_are_typed():
+    assert ModelServerSettings.from_env({"MODEL_ID": "", "BATCH_WINDOW_MS": " "}) == ModelServerSettings()
+    s = TrackingSettings.from_env({"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true", "MLFLOW_WORKERS": "4"})
+    assert s.mlflow_server_enable_job_execution is True and s.mlflow_workers == 4
+
+
+def test_the_endpoint_name_rule_is_one_rule_for_both_services():
+    for settings in (ModelServerSettings, GatewaySettings):
+        assert settings.from_env({}).endpoint_name == "llm-jp-3-3.7b-instruct"
+        assert settings.from_env({"MODEL_ID": "/models/tiny-ja/"}).endpoint_name == "tiny-ja"
+        assert settings.from_env({"MODEL_ID": "org/m", "SERVED_MODEL_NAME": "x"}).endpoint_name == "x"
+        assert settings.from_env({"MODEL_ID": "org/m"}).engine_model_name == "org/m"
+
+
+@pytest.mark.parametrize("service, module, prefix", [
+    ("pyfunc", "hf_pyfunc.start", "model server settings error"),
+    ("gateway", "local_llm_gateway.start", "gateway config error"),
+    ("tracking", "mlflow_promptlab_utf8.start", "tracking settings error"),
+])
+def test_each_entrypoint_stops_before_starting_anything_on_a_bad_knob(service, module, prefix):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "GENERATION_TIMEOUT_SECONDS": "5m"}
+    out = subprocess.run([sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(prefix) and "GENERATION_TIMEOUT_SECONDS='5m'" in last
+
+
+@given(st.floats(min_value=0.001, max_value=1e6, allow_nan=False))
+def test_timeouts_nest_from_the_model_server_outwards(t):
+    assert model_server_timeout(t) < gateway_route_timeout(t) < ui_proxy_timeout(t)
+
+
+def test_every_pool_drops_idle_connections_before_its_server_closes_them():
+    assert GATEWAY_POOL_KEEPALIVE_S < MODEL_SERVER_KEEPALIVE_S
+    assert UI_PROXY_POOL_KEEPALIVE_S < GATEWAY_KEEPALIVE_S
+
+
+# -- one default per knob -----------------------------------------------------------------------
+def code_defaults() -> dict[str, object]:
+    defaults: dict[str, object] = {}
+    for settings in SERVICES.values():
+        for knob, value in settings.knob_defaults().items():
+            assert defaults.setdefault(knob, value) == value, f"{knob} has two defaults in code"
+    return {k: v for k, v in defaults.items() if k not in WIRED}
+
+
+def same(a, b) -> bool:
+    """Equal as the settings would read them: numbers, booleans and durations by value."""
+    a, b = str(a).strip(), str(b).strip()
+    if a.lower() == b.lower():
+        return True
+    try:
+        return parse_duration(a) == parse_duration(b)
+    except ValueError:
+        return False
+
+
+def compose_defaults() -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    text = "\n".join(line.split("#")[0] for line in (REPO / "docker-compose.yml").read_text().splitlines())
+    for knob, default in re.findall(r"\$\{([A-Z0-9_]+):-([^}$]*)\}", text):
+        found.setdefault(knob, []).append(default)
+    return found
+
+
+def env_example() -> dict[str, str]:
+    return dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", (REPO / ".env.example").read_text(), re.M))
+
+
+def readme_defaults() -> dict[str, str]:
+    """The README's settings table: `| `KNOB` [/ `KNOB2`] | `default` [/ `default2`] | ... |`;
+    a default without backticks is a description (for knobs whose default is empty)."""
+    table = (REPO / "README.md").read_text().split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        knobs = re.findall(r"`([A-Z0-9_]+)`", cells[0])
+        values = [v.strip() for v in cells[1].split(" / ")]
+        assert len(knobs) == len(values), line
+        for knob, value in zip(knobs, values):
+            rows[knob] = value[1:-1] if value.startswith("`") and value.endswith("`") else None
+    return rows
+
+
+def test_code_defaults_agree_with_compose_env_example_and_readme():
+    code, compose, example, readme = code_defaults(), compose_defaults(), env_example(), readme_defaults()
+    for knob, default in code.items():
+        for written in compose.get(knob, []):
+            assert written == "" or same(written, default), f"docker-compose.yml: {knob} {written!r} vs {default!r}"
+        assert knob in example, f".env.example lacks {knob}"
+        assert example[knob] == "" and default == "" or same(example[knob], default), (
+            f".env.example: {knob}={example[knob]!r}, code default {default!r}")
+        assert knob in readme, f"the README's settings table lacks {knob}"
+        if readme[knob] is None:
+            assert default == "", f"README describes {knob}'s default; code has {default!r}"
+        else:
+            assert same(readme[knob], default), f"README: {knob} {readme[knob]!r} vs {default!r}"
+
+
+def test_knobs_only_compose_reads_have_one_default_there_and_the_same_in_the_docs():
+    code, example, readme = code_defaults(), env_example(), readme_defaults()
+    for knob, written in compose_defaults().items():
+        if knob in code or knob in WIRED:
+            continue
+        assert len(set(written)) == 1, f"docker-compose.yml gives {knob} several defaults: {written}"
+        assert same(example.get(knob, "<missing>"), written[0]), f".env.example: {knob}"
+        assert readme.get(knob) is None and written[0] == "" or same(readme.get(knob), written[0]), f"README: {knob}"
+
+
+def test_env_example_and_readme_list_the_same_knobs():
+    assert set(env_example()) == set(readme_defaults())
