@@ -42,7 +42,19 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_model(output_dir: str | Path, *, seed: int = 0, vocab_size: int = 512) -> Path:
+# A second, different shape (ChatML, as Qwen and many others use), for comparing two models.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT_TEMPLATES = {"llm-jp": CHAT_TEMPLATE, "chatml": CHATML_TEMPLATE}
+
+
+def build_tiny_model(output_dir: str | Path, *, seed: int = 0, vocab_size: int = 512,
+                     chat_style: str = "llm-jp") -> Path:
+    """`chat_style` "llm-jp" (default) or "chatml": the chat template and its special tokens."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -51,6 +63,8 @@ def build_tiny_model(output_dir: str | Path, *, seed: int = 0, vocab_size: int =
     output_dir.mkdir(parents=True, exist_ok=True)
 
     special = ["<unk>", "<s>", "</s>", "<pad>"]
+    if chat_style == "chatml":
+        special += ["<|im_start|>", "<|im_end|>"]
     raw = Tokenizer(models.BPE(unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     raw.decoder = decoders.ByteLevel()
@@ -69,7 +83,7 @@ def build_tiny_model(output_dir: str | Path, *, seed: int = 0, vocab_size: int =
         pad_token="<pad>",
         padding_side="left",
     )
-    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.chat_template = CHAT_TEMPLATES[chat_style]
     tokenizer.save_pretrained(output_dir)
 
     torch.manual_seed(seed)
@@ -105,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output_dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--vocab-size", type=int, default=512)
+    parser.add_argument("--chat-style", choices=sorted(CHAT_TEMPLATES), default="llm-jp")
     args = parser.parse_args(argv)
-    path = build_tiny_model(args.output_dir, seed=args.seed)
+    path = build_tiny_model(args.output_dir, seed=args.seed, vocab_size=args.vocab_size,
+                            chat_style=args.chat_style)
     print(f"tiny model written to {path}")
     return 0
 

@@ -5,13 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from constants import SERVED_MODEL_NAME
+from constants import SECOND_MODEL_NAME, SECOND_MODEL_SHAPE, SERVED_MODEL_NAME
 from make_tiny_model import build_tiny_model  # scripts/ is on pythonpath (pyproject.toml)
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("models") / SERVED_MODEL_NAME)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_b_dir(tmp_path_factory) -> Path:
+    """A second tiny model with another tokenizer (vocabulary, special tokens) and chat template."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / SECOND_MODEL_NAME, **SECOND_MODEL_SHAPE)
+
+
+@pytest.fixture(scope="session")
+def reference_model_b(tiny_model_b_dir):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_b_dir), AutoModelForCausalLM.from_pretrained(tiny_model_b_dir).eval()
 
 
 @pytest.fixture(scope="session")

@@ -10,3 +10,6 @@ SERVED_MODEL_NAME = "tiny-ja"
 CHAT_ENDPOINT = SERVED_MODEL_NAME
 COMPLETIONS_ENDPOINT = f"{SERVED_MODEL_NAME}-completions"
 QUESTION = "りんごは何色ですか？"
+# The second model of the comparison tests: another tokenizer and chat template (ChatML).
+SECOND_MODEL_NAME = "tiny-b"
+SECOND_MODEL_SHAPE = {"seed": 1, "vocab_size": 384, "chat_style": "chatml"}

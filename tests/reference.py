@@ -1,6 +1,12 @@
-"""What plain transformers answers: the expected output for greedy requests through the stack."""
+"""What plain transformers answers: the expected output for greedy requests through the stack.
+
+The stack drops a trailing incomplete UTF-8 sequence (U+FFFD) from an answer cut short; so does
+the reference, with the same function.
+"""
 
 from __future__ import annotations
+
+from hf_pyfunc.generator import drop_incomplete_utf8_tail
 
 
 def greedy_chat(tokenizer, model, messages: list[dict], max_new_tokens: int) -> str:
@@ -11,7 +17,7 @@ def greedy_chat(tokenizer, model, messages: list[dict], max_new_tokens: int) -> 
     )
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens)
-    return tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return drop_incomplete_utf8_tail(tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True))
 
 
 def greedy_completion(tokenizer, model, prompt: str, max_new_tokens: int) -> str:
@@ -20,4 +26,4 @@ def greedy_completion(tokenizer, model, prompt: str, max_new_tokens: int) -> str
     enc = tokenizer(prompt, return_tensors="pt")
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens)
-    return tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return drop_incomplete_utf8_tail(tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True))

@@ -1,16 +1,16 @@
 """Render the MLflow AI Gateway config from the gateway's settings; check it with MLflow's loader.
 
-The endpoint names do not depend on the engine, so runs made on pyfunc, TGI and vLLM stay
-comparable:
+Every model the stack serves gets two endpoints, named the same whatever the engine, so that
+runs made on pyfunc, vLLM, SGLang and TGI stay comparable:
   <endpoint name>              llm/v1/chat
   <endpoint name>-completions  llm/v1/completions
-(the name is SERVED_MODEL_NAME, else the last part of MODEL_ID: promptlab_stack.settings), plus
-OpenAI chat endpoints when OPENAI_API_KEY is set, as in the article this stack grew from.
+(MODELS, or MODEL_ID and SERVED_MODEL_NAME: promptlab_stack.settings), then each
+OPENAI_COMPATIBLE_ENDPOINTS server's chat endpoint (and its completions endpoint where the server
+has /v1/completions), then OpenAI chat endpoints when OPENAI_API_KEY is set.
 """
 
 from __future__ import annotations
 
-import copy
 import re
 import socket
 import tempfile
@@ -21,14 +21,15 @@ from urllib.parse import urlparse
 import yaml
 
 from local_llm_gateway.mlflow_compat import load_gateway_config
-from local_llm_gateway.settings import GatewaySettings
+from local_llm_gateway.settings import OPENAI_COMPATIBLE_API_KEY_ENV, GatewaySettings
 
-BACKENDS = ("pyfunc", "tgi", "vllm")
+BACKENDS = ("pyfunc", "tgi", "vllm", "sglang")
 # Where each engine listens on the compose network (service name = host name).
 BACKEND_URLS = {
     "pyfunc": "http://pyfunc:8080",
     "tgi": "http://tgi:80",
     "vllm": "http://vllm:8000",
+    "sglang": "http://sglang:30000",
 }
 
 
@@ -42,6 +43,25 @@ def resolves(url: str) -> bool:
         return True
     except OSError:
         return False
+
+
+def has_completions(base_url: str) -> bool | None:
+    """Whether an OpenAI-compatible server has /v1/completions (None: it did not answer).
+
+    An empty request is refused with 400/422 by a server that has the route, and with 404 or 405
+    by one that has not (`transformers serve`, for one, has chat only)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{base_url}/completions", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=3):
+            return True
+    except urllib.error.HTTPError as e:
+        return e.code not in (404, 405)
+    except OSError:
+        return None
 
 
 def pick_backend(settings: GatewaySettings, urls: Mapping[str, str] = BACKEND_URLS,
@@ -59,25 +79,43 @@ def pick_backend(settings: GatewaySettings, urls: Mapping[str, str] = BACKEND_UR
     return running[0] if running else "pyfunc"
 
 
-def local_endpoints(settings: GatewaySettings, backend: str, url: str) -> list[dict]:
-    name = settings.endpoint_name
+def chat_and_completions(name: str, model: dict, completions: bool = True) -> list[dict]:
+    endpoints = [{"name": name, "endpoint_type": "llm/v1/chat", "model": model}]
+    if completions:
+        # Separate copies, so the YAML has no anchors/aliases a person would trip over.
+        endpoints.append({"name": f"{name}-completions", "endpoint_type": "llm/v1/completions",
+                          "model": {**model, "config": dict(model["config"])}})
+    return endpoints
+
+
+def local_endpoints(settings: GatewaySettings, backend: str, url: str,
+                    has_completions: Callable[[str], bool | None] = has_completions) -> list[dict]:
     url = url.rstrip("/")
     if backend == "pyfunc":
-        model = {"provider": "hf-pyfunc", "name": name, "config": {"model_server_url": url}}
-    else:
-        # TGI and vLLM both serve OpenAI's API under /v1, which keeps every chat message and
-        # returns token usage (MLflow's TGI provider only does completions and rescales
-        # temperature). The engines ignore the key, but MLflow's OpenAI config requires one.
-        model = {
-            "provider": "openai",
-            "name": settings.engine_model_name,  # TGI ignores it; vLLM serves under it
-            "config": {"openai_api_key": "unused", "openai_api_base": f"{url}/v1"},
-        }
-    # Separate copies, so the YAML has no anchors/aliases a person would trip over.
-    return [
-        {"name": name, "endpoint_type": "llm/v1/chat", "model": copy.deepcopy(model)},
-        {"name": f"{name}-completions", "endpoint_type": "llm/v1/completions", "model": model},
-    ]
+        # One model server serves the whole list; "name" tells it which model answers.
+        return [
+            endpoint
+            for served in settings.served_models
+            for endpoint in chat_and_completions(served.endpoint, {
+                "provider": "hf-pyfunc", "name": served.endpoint, "config": {"model_server_url": url}})
+        ]
+    # A GPU engine serves the first model, under whatever name it lists at /v1/models.
+    base = f"{url}/v1"
+    return chat_and_completions(settings.endpoint_name, {
+        "provider": "openai-compatible", "config": {"base_url": base}}, has_completions(base) is not False)
+
+
+def external_endpoints(settings: GatewaySettings,
+                       has_completions: Callable[[str], bool | None] = has_completions) -> list[dict]:
+    key_env = OPENAI_COMPATIBLE_API_KEY_ENV if settings.openai_compatible_api_key else ""
+    endpoints = []
+    for external in settings.external_endpoints:
+        model = {"provider": "openai-compatible", "config": {"base_url": external.base_url, "api_key_env": key_env}}
+        if external.model:
+            model["name"] = external.model
+        # A server that is down at start keeps its completions endpoint (it answers 503 meanwhile).
+        endpoints += chat_and_completions(external.name, model, has_completions(external.base_url) is not False)
+    return endpoints
 
 
 def openai_endpoints(settings: GatewaySettings) -> list[dict]:
@@ -99,12 +137,16 @@ def openai_endpoints(settings: GatewaySettings) -> list[dict]:
 
 
 def render(settings: GatewaySettings, urls: Mapping[str, str] = BACKEND_URLS,
-           resolves: Callable[[str], bool] = resolves) -> dict:
+           resolves: Callable[[str], bool] = resolves,
+           has_completions: Callable[[str], bool | None] = has_completions) -> dict:
     backend = pick_backend(settings, urls, resolves)
-    endpoints = local_endpoints(settings, backend, urls[backend]) + openai_endpoints(settings)
+    endpoints = (local_endpoints(settings, backend, urls[backend], has_completions)
+                 + external_endpoints(settings, has_completions) + openai_endpoints(settings))
     names = [e["name"] for e in endpoints]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"endpoint names collide: {names}; change SERVED_MODEL_NAME")
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ConfigError(f"endpoint names collide: {clashes}; rename the entries of MODELS, "
+                          "OPENAI_COMPATIBLE_ENDPOINTS or SERVED_MODEL_NAME that give them")
     return {"endpoints": endpoints}
 
 

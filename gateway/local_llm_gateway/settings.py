@@ -2,20 +2,72 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
+from urllib.parse import urlparse
 
+import pydantic
 from pydantic import BeforeValidator, Field
 
-from promptlab_stack.settings import Duration, GenerationTimeout, ModelChoice, comma_list
+from promptlab_stack.settings import (
+    Duration,
+    GenerationTimeout,
+    ModelChoice,
+    check_unique_endpoints,
+    comma_list,
+    is_valid_endpoint_name,
+)
 
-Backend = Literal["auto", "pyfunc", "tgi", "vllm"]
+Backend = Literal["auto", "pyfunc", "tgi", "vllm", "sglang"]
+OPENAI_COMPATIBLE_API_KEY_ENV = "OPENAI_COMPATIBLE_API_KEY"
+
+
+@dataclass(frozen=True)
+class ExternalEndpoint:
+    """An OpenAI-compatible server outside the stack (OPENAI_COMPATIBLE_ENDPOINTS)."""
+
+    name: str
+    base_url: str  # the server's OpenAI base URL, ending in /v1
+    model: str = ""  # empty: the first model the server lists at /v1/models
+
+
+def parse_external_endpoints(text: str) -> list[ExternalEndpoint]:
+    """`endpoint_name=base_url[#model], ...`; raises ValueError naming the entry that is wrong."""
+    knob = "OPENAI_COMPATIBLE_ENDPOINTS"
+    endpoints = []
+    for position, raw in enumerate(text.split(","), start=1):
+        entry = raw.strip()
+        if not entry:
+            raise ValueError(f"{knob} entry {position} is empty (a stray comma?)")
+        name, sep, rest = entry.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"{knob} entry {entry!r} needs an endpoint name: name=http://host:port/v1")
+        if not is_valid_endpoint_name(name):
+            raise ValueError(f"{knob} entry {entry!r}: the endpoint name {name!r} may use only ASCII "
+                             "letters, digits, '-', '_' and '.'")
+        url, _, model = rest.strip().partition("#")
+        parsed = urlparse(url.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"{knob} entry {entry!r}: {url.strip()!r} is not an http(s) URL")
+        base = url.strip().rstrip("/")
+        if parsed.path in ("", "/"):
+            base += "/v1"  # the OpenAI API lives under /v1 unless the URL says otherwise
+        endpoints.append(ExternalEndpoint(name, base, model.strip()))
+    check_unique_endpoints([e.name for e in endpoints], knob)
+    return endpoints
 
 
 class GatewaySettings(ModelChoice, GenerationTimeout):
     # auto: the engine whose compose service runs (render_config.pick_backend).
     model_backend: Annotated[Backend, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = Field(
-        "auto", description="auto, pyfunc, tgi or vllm"
+        "auto", description="auto, pyfunc, tgi, vllm or sglang"
     )
+    # Any OpenAI-compatible servers beside the stack's own models (README: Compare models).
+    openai_compatible_endpoints: str = Field(
+        "", description="comma-separated endpoint_name=base_url[#model] entries"
+    )
+    openai_compatible_api_key: str = ""
     # Adds an "openai-<model>" chat endpoint per model when set; never written to the config file.
     openai_api_key: str = ""
     openai_chat_models: str = Field("gpt-4o-mini", description="comma-separated OpenAI model names")
@@ -24,3 +76,14 @@ class GatewaySettings(ModelChoice, GenerationTimeout):
     @property
     def openai_models(self) -> list[str]:
         return comma_list(self.openai_chat_models)
+
+    @property
+    def external_endpoints(self) -> list[ExternalEndpoint]:
+        return parse_external_endpoints(self.openai_compatible_endpoints) if self.openai_compatible_endpoints else []
+
+    @pydantic.field_validator("openai_compatible_endpoints")
+    @classmethod
+    def _external_endpoints_parse(cls, text: str) -> str:
+        if text:
+            parse_external_endpoints(text)  # raises ValueError naming the entry
+        return text

@@ -75,16 +75,26 @@ def quiet_openmp_threads() -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def drop_incomplete_utf8_tail(text: str) -> str:
+    """Drop the replacement characters that end a decoded answer cut inside a multi-byte
+    character (byte-fallback and byte-level tokenizers decode a partial UTF-8 sequence as
+    U+FFFD). The token counts stay those of the tokens generated; vLLM's incremental
+    detokenizer likewise holds such bytes back."""
+    return text.rstrip("\ufffd")
+
+
 class HFGenerator:
-    def __init__(self, settings: ModelServerSettings):
-        """Load `settings.model_id` and start batching (settings.py has every knob). On a small,
-        shared CPU serving a small model, TORCH_THREADS=1 leaves the other cores to the HTTP
-        servers and is faster; 0 keeps torch's default (one thread per core)."""
+    def __init__(self, settings: ModelServerSettings, model_id: str | None = None):
+        """Load `model_id` (default: the first model of the settings) and start batching
+        (settings.py has every knob). On a small, shared CPU serving a small model,
+        TORCH_THREADS=1 leaves the other cores to the HTTP servers and is faster; 0 keeps torch's
+        default (one thread per core)."""
         quiet_openmp_threads()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model_id = settings.model_id
+        model_id = model_id or settings.served_models[0].model_id
+        self.model_id = model_id
         if settings.torch_threads > 0:
             torch.set_num_threads(settings.torch_threads)
 
@@ -117,6 +127,7 @@ class HFGenerator:
             window_s=settings.batch_window_ms / 1000,
             max_batch_size=settings.max_batch_size,
             max_batch_tokens=settings.max_batch_tokens,
+            name=f"hf-batcher {model_id}",
         )
         # Each request waits for its batch in a thread of the server's pool: see generate().
         self.pool_threads = max(32, 2 * self.batcher.max_batch_size)
@@ -140,13 +151,24 @@ class HFGenerator:
         return list(self.tokenizer(request.prompt)["input_ids"])
 
     # -- the request threads ----------------------------------------------------------------
-    def generate(self, requests: list[GenerationRequest]) -> list[Completion]:
-        """Generate for every request; runs in the caller's thread, batched with other callers'."""
+    def memory_bytes(self) -> int:
+        """The loaded weights and buffers (transformers' own count)."""
+        return int(self.model.get_memory_footprint())
+
+    def close(self) -> None:
+        """Finish the queued jobs, stop the batcher and let the weights go."""
+        self.batcher.close(timeout=30)
+        self.model = None
+
+    def generate(self, requests: list[GenerationRequest], deadline: float | None = None) -> list[Completion]:
+        """Generate for every request; runs in the caller's thread, batched with other callers'.
+        `deadline` (time.monotonic()) defaults to now plus the request timeout."""
         # Enough threads in the scoring server's pool for a full batch to wait at once.
         widen_thread_pool(self.pool_threads)
         # Bad input fails here, in this request's own thread, before anything is queued.
         rows = [self._settings(r, self.encode(r)) for r in requests]
-        deadline = time.monotonic() + self.request_timeout_s
+        if deadline is None:
+            deadline = time.monotonic() + self.request_timeout_s
         jobs = [
             self.batcher.submit(Job(row, width=len(row.ids), budget=row.budget, deadline=deadline))
             for row in rows
@@ -225,7 +247,7 @@ class HFGenerator:
             if token in self.eos_ids:
                 new_ids, finish = new_ids[:n], "stop"
                 break
-        text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+        text = drop_incomplete_utf8_tail(self.tokenizer.decode(new_ids, skip_special_tokens=True))
         cut = min((p for p in (text.find(x) for x in row.stop) if p >= 0), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"

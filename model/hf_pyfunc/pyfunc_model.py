@@ -11,6 +11,7 @@ from mlflow.models.signature import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 from hf_pyfunc.generator import Completion, HFGenerator
+from hf_pyfunc.model_pool import ModelPool
 from hf_pyfunc.requests import CHAT, parse_model_input
 from hf_pyfunc.settings import ModelServerSettings
 
@@ -30,33 +31,37 @@ SIGNATURE = ModelSignature(
 
 
 class HuggingFaceChatModel(mlflow.pyfunc.PythonModel):
-    """Chat and completions on any `AutoModelForCausalLM`, with real token usage in the answer."""
+    """Chat and completions on any `AutoModelForCausalLM`s, with real token usage in the answer.
+    A unified request's "model" names which of the served models answers (default: the first)."""
 
     def load_context(self, context):
         # Every setting the server was started with, as start.py recorded it in the MLmodel file.
-        settings = ModelServerSettings.model_validate(context.model_config or {})
-        self.served_model_name = settings.endpoint_name
-        self.generator = HFGenerator(settings)
+        self.settings = ModelServerSettings.model_validate(context.model_config or {})
+        self.pool = ModelPool(self.settings, HFGenerator)
+        self.pool.preload()
 
     # No type hints on model_input: MLflow would derive an input schema from them, and this
     # model takes both a list of strings and the unified chat/completions dict.
     def predict(self, context, model_input, params=None):
         parsed = parse_model_input(model_input, params)
-        completions = self.generator.generate(parsed.requests)
+        deadline = time.monotonic() + self.settings.request_timeout_s
+        with self.pool.use(parsed.model, deadline) as generator:
+            completions = generator.generate(parsed.requests, deadline)
         if not parsed.unified:
             return [c.text for c in completions]
+        model = parsed.model or self.pool.default
         if parsed.requests[0].kind == CHAT:
-            return self._chat_response(completions[0])
-        return self._completions_response(completions)
+            return self._chat_response(model, completions[0])
+        return self._completions_response(model, completions)
 
-    def _envelope(self, kind: str, completions: list[Completion]) -> dict[str, Any]:
+    def _envelope(self, kind: str, model: str, completions: list[Completion]) -> dict[str, Any]:
         prompt = sum(c.prompt_tokens for c in completions)
         generated = sum(c.completion_tokens for c in completions)
         return {
             "id": f"{kind}-{uuid.uuid4().hex}",
             "object": kind,
             "created": int(time.time()),
-            "model": self.served_model_name,
+            "model": model,
             "usage": {
                 "prompt_tokens": prompt,
                 "completion_tokens": generated,
@@ -64,8 +69,8 @@ class HuggingFaceChatModel(mlflow.pyfunc.PythonModel):
             },
         }
 
-    def _chat_response(self, c: Completion) -> dict[str, Any]:
-        response = self._envelope("chat.completion", [c])
+    def _chat_response(self, model: str, c: Completion) -> dict[str, Any]:
+        response = self._envelope("chat.completion", model, [c])
         response["choices"] = [
             {
                 "index": 0,
@@ -75,8 +80,8 @@ class HuggingFaceChatModel(mlflow.pyfunc.PythonModel):
         ]
         return response
 
-    def _completions_response(self, completions: list[Completion]) -> dict[str, Any]:
-        response = self._envelope("text_completion", completions)
+    def _completions_response(self, model: str, completions: list[Completion]) -> dict[str, Any]:
+        response = self._envelope("text_completion", model, completions)
         response["choices"] = [
             {"index": i, "text": c.text, "finish_reason": c.finish_reason}
             for i, c in enumerate(completions)

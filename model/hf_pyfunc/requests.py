@@ -92,6 +92,7 @@ class ParsedInput:
     # True for MLflow's unified LLM shape: answer with an OpenAI-style dict including usage.
     # False for the plain `inputs` list: answer with a list of strings, as the caller expects.
     unified: bool
+    model: str | None = None  # which served model answers (None: the first)
 
 
 def validate_messages(messages: Any) -> tuple[dict[str, str], ...]:
@@ -115,14 +116,17 @@ def validate_messages(messages: Any) -> tuple[dict[str, str], ...]:
 def parse_model_input(model_input: Any, params: dict[str, Any] | None) -> ParsedInput:
     sampling = SamplingParams.from_params(params)
     if isinstance(model_input, dict):
+        model = model_input.get("model")
+        if model is not None and not (isinstance(model, str) and model):
+            raise bad_request("model must be the name of one of the server's models")
         if "messages" in model_input:
             messages = validate_messages(model_input["messages"])
-            return ParsedInput([GenerationRequest(CHAT, messages=messages, sampling=sampling)], True)
+            return ParsedInput([GenerationRequest(CHAT, messages=messages, sampling=sampling)], True, model)
         if "prompt" in model_input:
             prompts = model_input["prompt"]
             prompts = [prompts] if isinstance(prompts, str) else _strings(prompts, "prompt")
             return ParsedInput(
-                [GenerationRequest(COMPLETIONS, prompt=p, sampling=sampling) for p in prompts], True
+                [GenerationRequest(COMPLETIONS, prompt=p, sampling=sampling) for p in prompts], True, model
             )
         raise bad_request("expected 'messages' (chat) or 'prompt' (completions) in the request")
     # The built-in provider's {"inputs": [...]}: each string is one user message.

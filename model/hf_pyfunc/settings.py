@@ -7,6 +7,10 @@ server was started with.
 
 from __future__ import annotations
 
+import os
+
+from pathlib import Path
+
 from pydantic import Field, field_validator
 
 from promptlab_stack.settings import GenerationTimeout, ModelChoice
@@ -23,6 +27,9 @@ class ModelServerSettings(ModelChoice, GenerationTimeout):
         8192, ge=1, description="a whole number of padded positions, rows x (prompt + answer)"
     )
     torch_threads: int = Field(0, ge=0, description="a whole number of CPU threads, 0 for torch's default")
+    # Models beyond it are loaded on demand and the least recently used one is unloaded
+    # (model_pool.py); 0: 80% of the memory the container may use.
+    model_memory_budget_gb: float = Field(0.0, ge=0, description="gigabytes, 0 for 80% of the memory available")
 
     @field_validator("device")
     @classmethod
@@ -32,6 +39,29 @@ class ModelServerSettings(ModelChoice, GenerationTimeout):
         return device
 
     @property
+    def memory_budget_bytes(self) -> int:
+        if self.model_memory_budget_gb > 0:
+            return int(self.model_memory_budget_gb * 1e9)
+        return int(0.8 * available_memory_bytes())
+
+    def missing_folders(self) -> list[str]:
+        """Entries naming a local folder (a path) that is not there, as written."""
+        return [f"{m.endpoint}={m.model_id}" for m in self.served_models
+                if m.model_id.startswith("/") and not Path(m.model_id).is_dir()]
+
+    @property
     def request_timeout_s(self) -> float:
         """When a request's generation is stopped (the scoring server answers 504 then)."""
         return model_server_timeout(self.generation_timeout_seconds)
+
+
+def available_memory_bytes() -> int:
+    """The container's memory limit (cgroup v2 or v1), else the machine's memory."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            value = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if value.isdigit() and int(value) < 1 << 60:  # "max" or a huge number: no limit
+            return int(value)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -58,8 +58,14 @@ def main() -> int:
     except SettingsError as e:
         print(f"model server settings error: {e}", file=sys.stderr)
         return 2
+    missing = settings.missing_folders()
+    if missing:
+        print(f"model server settings error: no such folder for {', '.join(missing)} (a /models/... "
+              "path is a folder under LOCAL_MODELS_DIR on the host)", file=sys.stderr)
+        return 2
     save(MODEL_DIR, settings)
-    logger.info("Saved pyfunc model for %s at %s; starting the scoring server", settings.model_id, MODEL_DIR)
+    logger.info("Saved pyfunc model for %s at %s; starting the scoring server",
+                ", ".join(f"{m.endpoint}={m.model_id}" for m in settings.served_models), MODEL_DIR)
     os.environ.update(server_environment(settings))
     command = server_command(MODEL_DIR)
     os.execvp(command[0], command)

@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 from constants import REPO
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-PROFILES = {"pyfunc": "pyfunc", "tgi": "tgi", "vllm": "vllm"}
+PROFILES = {"pyfunc": "pyfunc", "tgi": "tgi", "vllm": "vllm", "sglang": "sglang"}
+GPU_ENGINES = ["tgi", "vllm", "sglang"]
 
 
 def compose_config(profile: str, *files: str, env: dict | None = None, tmp_path=None) -> dict:
@@ -66,30 +69,78 @@ def test_engine_uses_the_shared_hf_cache_and_read_only_models(profile, tmp_path)
     assert mounts["/models"]["source"] == str(REPO / "models")
 
 
-@pytest.mark.parametrize("profile", ["tgi", "vllm"])
+def engine_start(engine: dict, env: dict | None = None) -> str:
+    """The engine container's start line as its shell runs it, with FIRST_MODEL_SH evaluated and
+    the engine's own program replaced by `echo` (the engine images cannot run here)."""
+    unescape = lambda s: s.replace("$$", "$")  # noqa: E731 - `compose config` writes $ as $$
+    environment = {k: unescape(str(v)) for k, v in engine["environment"].items()}
+    script = unescape(engine["command"][0]).replace("exec ", "exec echo ", 1)
+    assert engine["entrypoint"] == ["/bin/sh", "-c"]
+    out = subprocess.run(["sh", "-c", script], env={"PATH": "/usr/bin:/bin", **environment, **(env or {})},
+                         capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("profile", GPU_ENGINES)
 def test_gpu_engines_reserve_nvidia_gpus_and_take_the_knobs(profile, tmp_path):
     engine = compose_config(profile, env={"GPU_COUNT": "2", "MODEL_ID": "/models/my-llm",
                                           "MAX_TOTAL_TOKENS": "2048"}, tmp_path=tmp_path)["services"][profile]
     (device,) = engine["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and device["count"] == 2 and device["capabilities"] == ["gpu"]
-    command = " ".join(engine["command"])
-    assert "/models/my-llm" in command and "2048" in command
+    start = engine_start(engine)
+    assert "/models/my-llm" in start and "2048" in start
     assert "ports" not in engine
+
+
+@pytest.mark.parametrize("profile, program", [("tgi", "text-generation-launcher --model-id "),
+                                              ("vllm", "vllm serve "),
+                                              ("sglang", "python3 -m sglang.launch_server --model-path ")])
+def test_gpu_engines_serve_the_first_model_of_the_list(profile, program, tmp_path):
+    env = {"MODELS": " small=/models/tiny-ja , org/other", "MODEL_ID": "org/ignored"}
+    engine = compose_config(profile, env=env, tmp_path=tmp_path)["services"][profile]
+    assert engine_start(engine).startswith(f"{program}/models/tiny-ja ")
+    default = compose_config(profile, tmp_path=tmp_path)["services"][profile]
+    assert engine_start(default).startswith(f"{program}llm-jp/llm-jp-3-3.7b-instruct ")
+
+
+ENTRY = st.from_regex(r"([a-z][a-z0-9.-]{0,8}=)?(/models/|[a-z]{1,6}/)?[a-z][a-z0-9._-]{0,10}", fullmatch=True)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(ENTRY, min_size=1, max_size=3), st.sampled_from(["", " "]))
+def test_the_engines_shell_picks_the_model_parse_models_does(entries, space):
+    """The GPU engines' FIRST_MODEL_SH mirrors promptlab_stack.settings.parse_models."""
+    from promptlab_stack.settings import parse_models
+
+    models = ",".join(f"{space}{e}{space}" for e in entries)
+    try:
+        expected = parse_models(models)[0].model_id
+    except ValueError:
+        return  # a list the gateway and model server refuse at start
+    script = re.search(r"FIRST_MODEL_SH: >-\n((?:    .*\n)+)", (REPO / "docker-compose.yml").read_text()).group(1)
+    script = " ".join(line.strip() for line in script.splitlines()).replace("$$", "$")
+    out = subprocess.run(["sh", "-c", f'{script}; printf %s "$m"'], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin", "MODELS": models, "MODEL_ID": "org/default"})
+    assert out.stdout == expected
 
 
 def test_tgi_follows_the_articles_docker_run(tmp_path):
     tgi = compose_config("tgi", tmp_path=tmp_path)["services"]["tgi"]
-    assert tgi["image"].startswith("ghcr.io/huggingface/text-generation-inference:3.3.")
+    # TGI's repository is archived; 3.3.7 is its last release.
+    assert tgi["image"] == "ghcr.io/huggingface/text-generation-inference:3.3.7"
     assert str(tgi["shm_size"]) == str(1024**3)  # --shm-size 1g
-    assert "--model-id=llm-jp/llm-jp-3-3.7b-instruct" in tgi["command"]
     assert any("/health" in part for part in tgi["healthcheck"]["test"])
 
 
-def test_vllm_serves_the_model_under_the_name_the_gateway_asks_for(tmp_path):
-    vllm = compose_config("vllm", env={"MODEL_ID": "org/m"}, tmp_path=tmp_path)["services"]["vllm"]
-    assert "--served-model-name=org/m" in vllm["command"]
-    vllm = compose_config("vllm", env={"SERVED_MODEL_NAME": "m"}, tmp_path=tmp_path)["services"]["vllm"]
-    assert "--served-model-name=m" in vllm["command"]
+def test_engines_are_pinned(tmp_path):
+    images = {p: compose_config(p, tmp_path=tmp_path)["services"][p]["image"] for p in GPU_ENGINES}
+    assert images["vllm"] == "vllm/vllm-openai:v0.33.0" and images["sglang"] == "lmsysorg/sglang:v0.5.23"
+
+
+def test_the_gateway_reaches_engines_on_the_host(tmp_path):
+    gateway = compose_config("pyfunc", tmp_path=tmp_path)["services"]["gateway"]
+    assert gateway["extra_hosts"] in (["host.docker.internal=host-gateway"], ["host.docker.internal:host-gateway"],
+                                      {"host.docker.internal": "host-gateway"}, {"host.docker.internal": ["host-gateway"]})
 
 
 def test_pyfunc_gpu_switch_is_opt_in(tmp_path):

@@ -159,7 +159,8 @@ def test_every_setting_is_recorded_in_the_mlmodel_file_and_used_from_there(tiny_
     save(tmp_path / "model", settings)
     recorded = Model.load(str(tmp_path / "model")).flavors["python_function"]["config"]
     assert recorded == settings.model_dump()
-    generator = mlflow.pyfunc.load_model(str(tmp_path / "model")).unwrap_python_model().generator
+    pool = mlflow.pyfunc.load_model(str(tmp_path / "model")).unwrap_python_model().pool
+    generator = pool.slots["mine"].generator
     try:
         assert (generator.batcher.window_s, generator.batcher.max_batch_size,
                 generator.batcher.max_batch_tokens) == (0.007, 3, 999)
@@ -173,3 +174,28 @@ def test_saved_model_declares_generation_params_in_its_signature(pyfunc_dir):
 
     params = {p.name for p in Model.load(str(pyfunc_dir)).signature.params.params}
     assert params == {"temperature", "max_tokens", "top_p", "stop"}
+
+
+def test_an_answer_cut_inside_a_character_drops_the_broken_tail(scoring, reference_model):
+    """The tiny model's byte-level tokenizer splits Japanese characters into byte tokens, as
+    llm-jp's byte fallback does: some max_tokens cuts a character in two."""
+    from reference import greedy_chat
+
+    tokenizer, model = reference_model
+    import torch
+
+    enc = tokenizer.apply_chat_template(CHAT_QUESTION, add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)
+    with torch.inference_mode():
+        out = model.generate(**enc, do_sample=False, max_new_tokens=40)[0][enc["input_ids"].shape[1]:]
+    cuts = [n for n in range(1, 41) if tokenizer.decode(out[:n], skip_special_tokens=True).endswith("\ufffd")]
+    assert cuts, "no cut inside a character: pick another prompt"
+    n = cuts[0]
+    r = scoring.post("/invocations", json={"messages": CHAT_QUESTION, "temperature": 0, "max_tokens": n})
+    body = r.json()
+    text = body["choices"][0]["message"]["content"]
+    assert not text.endswith("\ufffd") and text == greedy_chat(tokenizer, model, CHAT_QUESTION, n)
+    assert body["usage"]["completion_tokens"] == n  # the token count stays true
+
+
+CHAT_QUESTION = [{"role": "user", "content": "カタカナとひらがなと漢字を使います。"}]

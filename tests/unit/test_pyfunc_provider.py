@@ -28,7 +28,7 @@ def model_server(pyfunc_dir):
 @contextmanager
 def gateway_for(url: str):
     """MLflow's gateway app on our rendered config, on one event loop; its pool closed after."""
-    from local_llm_gateway.pyfunc_provider import close_pooled_session
+    from local_llm_gateway.engine_http import close_pooled_session
     from local_llm_gateway.render_config import BACKEND_URLS, render, validate
     from local_llm_gateway.settings import GatewaySettings
     from mlflow.gateway.app import create_app_from_config
@@ -106,3 +106,22 @@ def test_model_server_down_is_a_503_naming_the_model_server():
                          json={"messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 503
     assert url in r.json()["detail"] and "unreachable" in r.json()["detail"]
+
+
+def test_an_openai_compatible_server_that_is_down_is_a_503_naming_it():
+    from local_llm_gateway.engine_http import close_pooled_session
+    from local_llm_gateway.render_config import render, validate
+    from local_llm_gateway.settings import GatewaySettings
+    from mlflow.gateway.app import create_app_from_config
+
+    base = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens here
+    settings = GatewaySettings(model_id="/models/tiny-ja", model_backend="pyfunc",
+                               openai_compatible_endpoints=f"far={base}")
+    config = validate(render(settings, has_completions=lambda url: None))
+    with TestClient(create_app_from_config(config)) as gateway:
+        for path, body in (("far", {"messages": [{"role": "user", "content": "x"}]}),
+                           ("far-completions", {"prompt": "x"})):
+            r = gateway.post(f"/gateway/{path}/invocations", json=body)
+            assert r.status_code == 503, r.text
+            assert base in r.json()["detail"] and "unreachable" in r.json()["detail"]
+        gateway.portal.call(close_pooled_session)

@@ -11,8 +11,8 @@ def settings(**env) -> GatewaySettings:
     return GatewaySettings.from_env(env)
 
 
-def endpoints(env, resolves=lambda url: False, urls=BACKEND_URLS):
-    config = render(settings(**env), urls, resolves=resolves)
+def endpoints(env, resolves=lambda url: False, urls=BACKEND_URLS, has_completions=lambda url: True):
+    config = render(settings(**env), urls, resolves=resolves, has_completions=has_completions)
     validate(config)  # every rendered config must load in MLflow
     return {e["name"]: e for e in config["endpoints"]}
 
@@ -35,15 +35,41 @@ def test_served_model_name_follows_model_id_or_the_explicit_knob():
     assert "my-llm-completions" in endpoints({"MODEL_ID": "/models/x", "SERVED_MODEL_NAME": "my-llm"})
 
 
-@pytest.mark.parametrize("backend, base", [("tgi", "http://tgi:80/v1"), ("vllm", "http://vllm:8000/v1")])
-def test_gpu_engines_use_the_openai_provider_on_their_v1_api(backend, base):
-    eps = endpoints({"MODEL_BACKEND": backend, "MODEL_ID": "llm-jp/llm-jp-3-3.7b-instruct"})
-    for name in ("llm-jp-3-3.7b-instruct", "llm-jp-3-3.7b-instruct-completions"):
+@pytest.mark.parametrize("backend, base", [("tgi", "http://tgi:80/v1"), ("vllm", "http://vllm:8000/v1"),
+                                           ("sglang", "http://sglang:30000/v1")])
+def test_gpu_engines_serve_the_first_model_through_their_openai_api(backend, base):
+    eps = endpoints({"MODEL_BACKEND": backend, "MODELS": "a=org/m1,b=org/m2"})
+    assert set(eps) == {"a", "a-completions"}
+    for name in ("a", "a-completions"):
         model = eps[name]["model"]
-        assert model["provider"] == "openai"
-        assert model["config"]["openai_api_base"] == base
-        # vLLM serves the model under SERVED_MODEL_NAME or else MODEL_ID (see docker-compose.yml).
-        assert model["name"] == "llm-jp/llm-jp-3-3.7b-instruct"
+        assert model["provider"] == "openai-compatible" and model["config"]["base_url"] == base
+        # The engine's own name for the model comes from its /v1/models when first needed.
+        assert "name" not in model
+
+
+def test_every_model_of_the_list_gets_its_endpoints_on_the_one_model_server():
+    eps = endpoints({"MODELS": "llm-jp/llm-jp-3-3.7b-instruct, small=/models/tiny-ja"})
+    assert list(eps) == ["llm-jp-3-3.7b-instruct", "llm-jp-3-3.7b-instruct-completions", "small",
+                         "small-completions"]
+    assert eps["small-completions"]["model"] == {
+        "provider": "hf-pyfunc", "name": "small", "config": {"model_server_url": "http://pyfunc:8080"}}
+    # MODELS wins over the one-model shorthand.
+    assert "x" not in endpoints({"MODELS": "/models/tiny-ja", "MODEL_ID": "org/x"})
+
+
+def test_openai_compatible_servers_get_a_chat_endpoint_and_completions_where_they_have_it():
+    env = {"OPENAI_COMPATIBLE_ENDPOINTS": "fleet=http://router.example:8080/v1#llm-jp/llm-jp-3-13b-instruct,"
+                                          "host=http://host.docker.internal:8000",
+           "OPENAI_COMPATIBLE_API_KEY": "sk-secret"}
+    eps = endpoints(env, has_completions=lambda url: "router" in url)
+    assert eps["fleet"]["model"] == {
+        "provider": "openai-compatible", "name": "llm-jp/llm-jp-3-13b-instruct",
+        "config": {"base_url": "http://router.example:8080/v1", "api_key_env": "OPENAI_COMPATIBLE_API_KEY"}}
+    assert "fleet-completions" in eps and "host-completions" not in eps
+    assert eps["host"]["model"]["config"]["base_url"] == "http://host.docker.internal:8000/v1"
+    assert "name" not in eps["host"]["model"] and "sk-secret" not in str(eps)
+    # A server that does not answer at start keeps its completions endpoint.
+    assert "host-completions" in endpoints(env, has_completions=lambda url: None)
 
 
 def test_auto_backend_picks_the_engine_whose_service_resolves():
@@ -77,6 +103,15 @@ def test_openai_endpoints_are_added_only_with_a_key_and_keep_it_out_of_the_file(
         ({"GENERATION_TIMEOUT_SECONDS": "5m"}, "GENERATION_TIMEOUT_SECONDS"),
         ({"STOP_GRACE_PERIOD": "soon"}, "STOP_GRACE_PERIOD"),
         ({"SERVED_MODEL_NAME": "openai-gpt-4o-mini", "OPENAI_API_KEY": "k"}, "SERVED_MODEL_NAME"),
+        ({"MODELS": "a=org/m,,b=org/n"}, "MODELS entry 2 is empty"),
+        ({"MODELS": "=org/m"}, "'=org/m' has an empty endpoint name"),
+        ({"MODELS": "a=org/m, a=org/n"}, "'a' comes twice"),
+        ({"MODELS": "a-completions=org/m, a=org/n"}, "'a-completions' comes twice"),
+        ({"MODELS": "bad name=org/m"}, "'bad name=org/m'"),
+        ({"OPENAI_COMPATIBLE_ENDPOINTS": "=http://h:1/v1"}, "needs an endpoint name"),
+        ({"OPENAI_COMPATIBLE_ENDPOINTS": "x=h:1/v1"}, "'h:1/v1' is not an http(s) URL"),
+        ({"OPENAI_COMPATIBLE_ENDPOINTS": "x=http://a/v1,x=http://b/v1"}, "'x' comes twice"),
+        ({"OPENAI_COMPATIBLE_ENDPOINTS": "tiny-ja=http://a/v1", "MODEL_ID": "/models/tiny-ja"}, "OPENAI_COMPATIBLE_ENDPOINTS"),
     ],
 )
 def test_bad_settings_stop_the_gateway_before_it_starts_with_a_message_naming_the_setting(env, setting, capsys):

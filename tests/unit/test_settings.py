@@ -41,8 +41,11 @@ WIRED = {"MLFLOW_DEPLOYMENTS_TARGET"}
         (ModelServerSettings, "TORCH_THREADS", "-2"),
         (ModelServerSettings, "SERVED_MODEL_NAME", "llm jp"),
         (ModelServerSettings, "MODEL_ID", "/models/日本語"),
+        (ModelServerSettings, "MODELS", "a=x,a=y"),
+        (ModelServerSettings, "MODEL_MEMORY_BUDGET_GB", "lots"),
         (GatewaySettings, "GENERATION_TIMEOUT_SECONDS", "5m"),
         (GatewaySettings, "MODEL_BACKEND", "ollama"),
+        (GatewaySettings, "OPENAI_COMPATIBLE_ENDPOINTS", "x=ftp://h/v1"),
         (GatewaySettings, "STOP_GRACE_PERIOD", "1 minute"),
         (TrackingSettings, "GENERATION_TIMEOUT_SECONDS", "5m"),
         (TrackingSettings, "MLFLOW_WORKERS", "0"),
@@ -73,7 +76,9 @@ def test_the_endpoint_name_rule_is_one_rule_for_both_services():
         assert settings.from_env({}).endpoint_name == "llm-jp-3-3.7b-instruct"
         assert settings.from_env({"MODEL_ID": "/models/tiny-ja/"}).endpoint_name == "tiny-ja"
         assert settings.from_env({"MODEL_ID": "org/m", "SERVED_MODEL_NAME": "x"}).endpoint_name == "x"
-        assert settings.from_env({"MODEL_ID": "org/m"}).engine_model_name == "org/m"
+        assert [(m.endpoint, m.model_id) for m in settings.from_env(
+            {"MODELS": " org/a , b=/models/x/ ", "MODEL_ID": "ignored"}).served_models] == [
+            ("a", "org/a"), ("b", "/models/x/")]
 
 
 @pytest.mark.parametrize("service, module, prefix", [

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import pydantic
@@ -105,35 +106,103 @@ def comma_list(value: str) -> list[str]:
 
 
 # -- knobs read by more than one service -----------------------------------------------------------
-class ModelChoice(Settings):
-    """Which model the stack serves, and under which endpoint name (model server and gateway)."""
+def endpoint_name_of(model_id: str) -> str:
+    """The endpoint name a model gets unless one is given: the last part of its id or path
+    (llm-jp/llm-jp-3-3.7b-instruct -> llm-jp-3-3.7b-instruct, /models/tiny-ja/ -> tiny-ja)."""
+    return model_id.rstrip("/").split("/")[-1]
 
+
+def is_valid_endpoint_name(name: str) -> bool:
+    # MLflow's own rule (mlflow.gateway.utils.is_valid_endpoint_name).
+    from mlflow.gateway.utils import is_valid_endpoint_name as mlflow_rule
+
+    return mlflow_rule(name)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One model the stack serves: its chat endpoint's name (the completions endpoint adds
+    "-completions") and its Hugging Face repo id or /models/<folder> path."""
+
+    endpoint: str
+    model_id: str
+
+
+def parse_models(text: str, knob: str = "MODELS") -> list[ServedModel]:
+    """`[endpoint_name=]model, ...`; raises ValueError naming the entry that is wrong."""
+    models: list[ServedModel] = []
+    for position, raw in enumerate(text.split(","), start=1):
+        entry = raw.strip()
+        if not entry:
+            raise ValueError(f"{knob} entry {position} is empty (a stray comma?)")
+        name, sep, model_id = entry.partition("=")
+        name, model_id = name.strip(), model_id.strip()
+        if not sep:
+            name, model_id = endpoint_name_of(entry), entry
+        elif not name:
+            raise ValueError(f"{knob} entry {entry!r} has an empty endpoint name before '='")
+        if not model_id:
+            raise ValueError(f"{knob} entry {entry!r} names no model after '='")
+        if not is_valid_endpoint_name(name):
+            raise ValueError(
+                f"{knob} entry {entry!r} gives the endpoint name {name!r}, which MLflow does not "
+                "accept: use only ASCII letters, digits, '-', '_' and '.' (write name=model)"
+            )
+        models.append(ServedModel(name, model_id))
+    check_unique_endpoints([m.endpoint for m in models], knob)
+    return models
+
+
+def check_unique_endpoints(names: list[str], knob: str) -> None:
+    """Each name also takes `<name>-completions`; no two endpoints may share a name."""
+    seen: dict[str, str] = {}
+    for name in names:
+        for endpoint in (name, f"{name}-completions"):
+            if endpoint in seen:
+                raise ValueError(f"{knob}: the endpoint name {endpoint!r} comes twice "
+                                 f"(from {seen[endpoint]!r} and {name!r}); name the entries apart")
+            seen[endpoint] = name
+
+
+class ModelChoice(Settings):
+    """Which models the stack serves, and under which endpoint names (model server and gateway).
+
+    MODELS lists several; MODEL_ID (with SERVED_MODEL_NAME) is the shorthand for one, and MODELS
+    wins when both are set."""
+
+    models: str = Field("", description="comma-separated [endpoint_name=]model entries")
     model_id: str = Field(DEFAULT_MODEL_ID, description="a Hugging Face repo id or a /models/<folder> path")
     served_model_name: str = Field(
         "", description="an endpoint name of ASCII letters, digits, '-', '_' and '.'"
     )
 
     @property
-    def endpoint_name(self) -> str:
-        """The chat endpoint's name in the UI (the completions endpoint adds "-completions"):
-        SERVED_MODEL_NAME, else the last path part of MODEL_ID (llm-jp-3-3.7b-instruct)."""
-        return self.served_model_name or self.model_id.rstrip("/").split("/")[-1]
+    def served_models(self) -> list[ServedModel]:
+        if self.models:
+            return parse_models(self.models)
+        return [ServedModel(self.served_model_name or endpoint_name_of(self.model_id), self.model_id)]
 
     @property
-    def engine_model_name(self) -> str:
-        """The name an OpenAI-compatible engine serves the model under: vLLM's
-        `--served-model-name` in docker-compose.yml is SERVED_MODEL_NAME, else MODEL_ID."""
-        return self.served_model_name or self.model_id
+    def endpoint_name(self) -> str:
+        """The first (or only) model's chat endpoint name."""
+        return self.served_models[0].endpoint
+
+    @pydantic.field_validator("models")
+    @classmethod
+    def _models_parse(cls, models: str) -> str:
+        if models:
+            parse_models(models)  # raises ValueError naming the entry
+        return models
 
     @pydantic.model_validator(mode="after")
-    def _endpoint_name_is_valid(self):
-        # MLflow's own rule for endpoint names (mlflow.gateway.utils.is_valid_endpoint_name).
-        from mlflow.gateway.utils import is_valid_endpoint_name
-
-        if not is_valid_endpoint_name(self.endpoint_name):
+    def _served_models_are_valid(self):
+        if self.models:
+            return self
+        name = self.served_models[0].endpoint
+        if not is_valid_endpoint_name(name):
             source = "SERVED_MODEL_NAME" if self.served_model_name else f"MODEL_ID ({self.model_id!r})"
             raise ValueError(
-                f"{source} gives the endpoint name {self.endpoint_name!r}, which MLflow does not "
+                f"{source} gives the endpoint name {name!r}, which MLflow does not "
                 "accept: use only ASCII letters, digits, '-', '_' and '.' (set SERVED_MODEL_NAME)"
             )
         return self

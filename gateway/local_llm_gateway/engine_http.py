@@ -1,0 +1,85 @@
+"""How our gateway providers talk to an engine: one keep-alive pool per event loop, and every
+failure turned into an AIGatewayException whose status and message say which server failed.
+
+MLflow's `send_request` opens a new session, connector and TCP connection for every call, and a
+server that is down surfaces as a 500 or a bare 502; the UI then shows nothing useful.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import weakref
+from typing import Any
+
+from mlflow.environment_variables import MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS
+from mlflow.gateway.exceptions import AIGatewayException
+from promptlab_stack.timings import GATEWAY_POOL_KEEPALIVE_S
+
+# One pool of keep-alive connections per event loop (a gateway worker has one).
+_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def pooled_session():
+    import aiohttp
+
+    loop = asyncio.get_running_loop()
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        session = aiohttp.ClientSession(
+            # Shorter than the engines keep idle connections (promptlab_stack/timings.py).
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=GATEWAY_POOL_KEEPALIVE_S),
+        )
+        _sessions[loop] = session
+    return session
+
+
+async def close_pooled_session() -> None:
+    """Close the running event loop's pool (for embedders and tests; a gateway worker keeps its
+    pool until the process exits)."""
+    session = _sessions.pop(asyncio.get_running_loop(), None)
+    if session is not None:
+        await session.close()
+
+
+async def call(method: str, url: str, server: str, body: dict | None = None,
+               headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """`method url` with a JSON body; the JSON object answered, or AIGatewayException: 503 when
+    `server` (its name in messages) cannot be reached, 504 when it does not answer in time, its
+    own status and message when it refuses, 502 when the answer is not a JSON object."""
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS.get())
+    try:
+        async with pooled_session().request(method, url, json=body, headers=headers,
+                                            timeout=timeout) as resp:
+            raw = await resp.read()
+            status = resp.status
+    except (asyncio.TimeoutError, TimeoutError) as e:
+        raise AIGatewayException(status_code=504, detail=f"{server} did not answer in time") from e
+    except (aiohttp.ClientConnectionError, OSError) as e:
+        raise AIGatewayException(
+            status_code=503, detail=f"{server} is unreachable (still starting, or down): {e}"
+        ) from e
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if status != 200:
+        raise AIGatewayException(status_code=status, detail=error_message(answer, raw, status))
+    if not isinstance(answer, dict):
+        raise AIGatewayException(502, f"Unexpected answer from {server}: {raw[:200]!r}")
+    return answer
+
+
+def error_message(answer: Any, raw: bytes, status: int) -> str:
+    """The readable part of an engine's error body: MLflow's scoring server says
+    `{"error_code", "message"}`, OpenAI-compatible servers `{"error": {"message"}}` or
+    `{"detail": ...}`."""
+    if isinstance(answer, dict):
+        error = answer.get("error")
+        detail = (answer.get("message") or (error.get("message") if isinstance(error, dict) else error)
+                  or answer.get("detail"))
+        if detail:
+            return str(detail)
+    return raw.decode("utf-8", "replace").strip() or f"HTTP {status}"
