@@ -6,7 +6,7 @@ the reference, with the same function.
 
 from __future__ import annotations
 
-from hf_pyfunc.generator import drop_incomplete_utf8_tail
+from promptlab_stack.text import drop_incomplete_utf8_tail
 
 
 def greedy_chat(tokenizer, model, messages: list[dict], max_new_tokens: int) -> str:

@@ -19,6 +19,7 @@ from mlflow.gateway.config import ConfigModel, EndpointConfig
 from mlflow.gateway.exceptions import AIGatewayException
 from mlflow.gateway.providers.base import BaseProvider
 from mlflow.gateway.schemas import chat, completions
+from promptlab_stack.text import drop_incomplete_utf8_tail
 
 from local_llm_gateway.engine_http import call
 from local_llm_gateway.pyfunc_provider import flatten_content
@@ -69,6 +70,14 @@ class OpenAICompatibleProvider(BaseProvider):
         return {k: payload[k] for k in FORWARDED_PARAMS if payload.get(k) is not None}
 
     def _answer(self, schema, resp: dict[str, Any]):
+        # An answer never ends in a broken character, whatever the engine (promptlab_stack/text.py).
+        for choice in resp.get("choices") or []:
+            if isinstance(choice, dict):
+                message = choice.get("message")
+                if isinstance(message, dict) and isinstance(message.get("content"), str):
+                    message["content"] = drop_incomplete_utf8_tail(message["content"])
+                if isinstance(choice.get("text"), str):
+                    choice["text"] = drop_incomplete_utf8_tail(choice["text"])
         try:
             return schema(**resp)
         except (pydantic.ValidationError, TypeError) as e:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 from urllib.parse import urlparse
 
-import pydantic
 from pydantic import BeforeValidator, Field
 
 from promptlab_stack.settings import (
@@ -14,6 +13,7 @@ from promptlab_stack.settings import (
     GenerationTimeout,
     ModelChoice,
     check_unique_endpoints,
+    checked_by,
     comma_list,
     is_valid_endpoint_name,
 )
@@ -64,7 +64,7 @@ class GatewaySettings(ModelChoice, GenerationTimeout):
         "auto", description="auto, pyfunc, tgi, vllm or sglang"
     )
     # Any OpenAI-compatible servers beside the stack's own models (README: Compare models).
-    openai_compatible_endpoints: str = Field(
+    openai_compatible_endpoints: Annotated[str, checked_by(parse_external_endpoints)] = Field(
         "", description="comma-separated endpoint_name=base_url[#model] entries"
     )
     openai_compatible_api_key: str = ""
@@ -80,10 +80,3 @@ class GatewaySettings(ModelChoice, GenerationTimeout):
     @property
     def external_endpoints(self) -> list[ExternalEndpoint]:
         return parse_external_endpoints(self.openai_compatible_endpoints) if self.openai_compatible_endpoints else []
-
-    @pydantic.field_validator("openai_compatible_endpoints")
-    @classmethod
-    def _external_endpoints_parse(cls, text: str) -> str:
-        if text:
-            parse_external_endpoints(text)  # raises ValueError naming the entry
-        return text

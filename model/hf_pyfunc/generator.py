@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED
 
+from promptlab_stack.text import drop_incomplete_utf8_tail
+
 from hf_pyfunc.batcher import DeadlineExceeded, Job, MicroBatcher, widen_thread_pool
 from hf_pyfunc.requests import CHAT, GenerationRequest, SamplingParams, bad_request
 from hf_pyfunc.settings import ModelServerSettings
@@ -73,14 +75,6 @@ def quiet_openmp_threads() -> None:
 
     if "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def drop_incomplete_utf8_tail(text: str) -> str:
-    """Drop the replacement characters that end a decoded answer cut inside a multi-byte
-    character (byte-fallback and byte-level tokenizers decode a partial UTF-8 sequence as
-    U+FFFD). The token counts stay those of the tokens generated; vLLM's incremental
-    detokenizer likewise holds such bytes back."""
-    return text.rstrip("\ufffd")
 
 
 class HFGenerator:

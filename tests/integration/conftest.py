@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from constants import SECOND_MODEL_NAME
 from stack import reference_model, running_stack
 
 
@@ -21,3 +22,8 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="session")
 def stack_reference_model(stack):
     return reference_model(stack)
+
+
+@pytest.fixture(scope="session")
+def stack_reference_model_b(stack):
+    return reference_model(stack, SECOND_MODEL_NAME)

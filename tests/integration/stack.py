@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from constants import REPO, SERVED_MODEL_NAME
+from constants import REPO, SECOND_MODEL_NAME, SECOND_MODEL_SHAPE, SERVED_MODEL_NAME
 from loopback import free_port
 
 PROJECT = "promptlab-it"
@@ -40,6 +40,8 @@ class Stack:
             "IMAGE_PREFIX": "promptlab-test",
             "BASE_IMAGE": os.environ.get("BASE_IMAGE", "python:3.11-slim"),
             "LOCAL_MODELS_DIR": str(self.models_dir),
+            # Two models with different tokenizers and chat templates, side by side.
+            "MODELS": f"/models/{SERVED_MODEL_NAME},/models/{SECOND_MODEL_NAME}",
             "MODEL_ID": f"/models/{SERVED_MODEL_NAME}",
             "MLFLOW_PORT": str(self.port),
             "MODEL_START_PERIOD": "300s",
@@ -119,6 +121,7 @@ def running_stack(tmp_path_factory, **stack_args):
         raise RuntimeError("the compose tests need a running Docker engine (see .ci/run)")
     models = tmp_path_factory.mktemp(f"models-{stack_args.get('project', PROJECT)}")
     build_tiny_model(models / SERVED_MODEL_NAME)
+    build_tiny_model(models / SECOND_MODEL_NAME, **SECOND_MODEL_SHAPE)
     stack = Stack(models, **stack_args)
     try:
         stack.up()
@@ -127,11 +130,11 @@ def running_stack(tmp_path_factory, **stack_args):
         stack.down()
 
 
-def reference_model(stack: Stack):
-    """The stack's own model folder loaded with plain transformers, for greedy comparisons."""
+def reference_model(stack: Stack, name: str = SERVED_MODEL_NAME):
+    """One of the stack's own model folders loaded with plain transformers, for greedy comparisons."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = stack.models_dir / SERVED_MODEL_NAME
+    path = stack.models_dir / name
     return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
 
 

@@ -22,6 +22,7 @@ import yaml
 from constants import CHAT_ENDPOINT as CHAT
 from constants import COMPLETIONS_ENDPOINT as COMPLETIONS
 from constants import REPO
+from constants import SECOND_MODEL_NAME as SECOND
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
@@ -251,6 +252,22 @@ def artifact_viewer_text(s: Scenario, node_name: str, title: str) -> str:
     return viewer.inner_text()
 
 
+def new_run(s: Scenario, runs_view: str, endpoint: str, value: str, run_name: str) -> str:
+    """From the runs view: a Prompt Engineering run of the template on `endpoint`; its answer."""
+    page = s.page
+    page.goto(runs_view)
+    expect(page.get_by_role("button", name="New run")).to_be_visible(timeout=60_000)
+    s.dismiss_popups()
+    dialog = open_prompt_engineering_dialog(s)
+    offered = pick_endpoint(s, dialog, endpoint)
+    assert endpoint in offered, f"endpoints offered: {offered}"
+    fill_prompt(s, dialog, value, run_name)
+    run_answer, metadata = evaluate(s, dialog)
+    check_token_count(metadata)
+    create_run(s, dialog)
+    return run_answer
+
+
 # -- the scenario -------------------------------------------------------------------------------
 def test_user_runs_the_prompt_engineering_workflow_in_japanese(stack, page):
     s = Scenario(page)
@@ -323,15 +340,7 @@ def test_user_runs_the_prompt_engineering_workflow_in_japanese(stack, page):
         s.screenshot("step-7-parameters-yaml.png")
 
     with s.step(8, "a second run with object = バナナ appears beside the first in the evaluation table"):
-        page.goto(runs_view)
-        expect(page.get_by_role("button", name="New run")).to_be_visible(timeout=60_000)
-        s.dismiss_popups()
-        dialog = open_prompt_engineering_dialog(s)
-        pick_endpoint(s, dialog, CHAT)
-        fill_prompt(s, dialog, "バナナ", "バナナの色")
-        banana_answer, banana_metadata = evaluate(s, dialog)
-        check_token_count(banana_metadata)
-        create_run(s, dialog)
+        banana_answer = new_run(s, runs_view, CHAT, "バナナ", "バナナの色")
         grid = evaluation_table(s)
         group_by_prompt_too(s)
         headers = grid.get_by_role("columnheader")
@@ -342,3 +351,19 @@ def test_user_runs_the_prompt_engineering_workflow_in_japanese(stack, page):
         grid_text = visible_text(grid.inner_text())
         assert visible_text(answer) in grid_text and visible_text(banana_answer) in grid_text, grid_text
         s.screenshot("step-8-two-runs.png")
+
+    with s.step(9, f"the same りんご prompt on the second model, {SECOND}, sits beside the first model's run"):
+        page.set_viewport_size({"width": 2400, "height": 1000})  # room for three runs' columns
+        second_answer = new_run(s, runs_view, SECOND, "りんご", f"りんごの色 ({SECOND})")
+        grid = evaluation_table(s)
+        group_by_prompt_too(s)
+        # Each run's column shows its name and, under it, the endpoint (the model) it ran on.
+        headers = grid.get_by_role("columnheader")
+        expect(headers.filter(has_text=f"りんごの色 ({SECOND})").filter(has_text=SECOND)).to_be_visible()
+        expect(headers.filter(has_text=re.compile(r"りんごの色(?! \()")).filter(has_text=CHAT)).to_be_visible()
+        apple_row = grid.get_by_role("row").filter(has_text=prompt)
+        row_text = visible_text(apple_row.inner_text())
+        # One row for the りんご prompt, with each model's answer in its run's column.
+        assert visible_text(answer) in row_text and visible_text(second_answer) in row_text, row_text
+        assert visible_text(answer) != visible_text(second_answer)
+        s.screenshot("step-9-two-models.png")

@@ -1,25 +1,66 @@
-"""The tgi/vllm route on CPU: a STAND-IN OpenAI-compatible server, not the real TGI/vLLM images.
+"""GPU engines and OpenAI-compatible servers on CPU: `transformers serve`, a real OpenAI-compatible
+server, in the place of the TGI image (a STAND-IN: TGI and vLLM cannot run here, no GPU, no
+registry), and as two OPENAI_COMPATIBLE_ENDPOINTS servers: the stand-in again, on the compose
+network, and one on this host reached through host.docker.internal.
 
-TGI and vLLM cannot run here (no GPU, no container registry). Both speak OpenAI's API, and the
-`tgi` profile's gateway config sends chat and completions to it with MLflow's `openai` provider.
-So this test starts `docker compose --profile tgi` with one override
-(tests/integration/compose.openai-standin.yml) that puts `transformers serve` on the tiny model
-at TGI's address, and drives the UI's REST path in Japanese through the unchanged gateway config.
+`docker compose --profile tgi` runs with one override (tests/integration/compose.openai-standin.yml)
+that swaps TGI's launcher for `transformers serve` in the engine's own start line; the gateway
+config is what the profile renders. Everything is driven through the UI's REST path, in Japanese.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
 import pytest
 from constants import CHAT_ENDPOINT as CHAT
 from constants import COMPLETIONS_ENDPOINT as COMPLETIONS
+from loopback import free_port
+from reference import greedy_chat, greedy_completion
 from stack import assert_whole_conversation_reaches_the_model, reference_model, running_stack
+
+QUESTION = [{"role": "user", "content": "りんごは何色ですか？"}]
+
+
+def docker_host_address() -> str:
+    """This host's address on Docker's default bridge: where host.docker.internal points."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "docker0"], capture_output=True, text=True, check=True)
+    return out.stdout.split("inet ")[1].split("/")[0]
 
 
 @pytest.fixture(scope="module")
-def standin_stack(tmp_path_factory):
+def host_server(tiny_model_dir):
+    """`transformers serve` on this host, listening only on Docker's bridge address."""
+    host, port = docker_host_address(), free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "transformers"), "serve", str(tiny_model_dir), "--host", host,
+         "--port", str(port), "--device", "cpu", "--dtype", "float32"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "transformers serve did not start"
+            time.sleep(1)
+    yield server, port
+    server.terminate()
+    server.wait(30)
+
+
+@pytest.fixture(scope="module")
+def standin_stack(tmp_path_factory, host_server):
+    _, port = host_server
     compose_files = ("docker-compose.yml", "tests/integration/compose.openai-standin.yml")
+    endpoints = f"net-ts=http://tgi:80/v1, host-ts=http://host.docker.internal:{port}"
     with running_stack(tmp_path_factory, profile="tgi", project="promptlab-it-openai",
-                       compose_files=compose_files) as s:
+                       compose_files=compose_files,
+                       extra_env={"OPENAI_COMPATIBLE_ENDPOINTS": endpoints}) as s:
         yield s
 
 
@@ -28,35 +69,44 @@ def standin_reference(standin_stack):
     return reference_model(standin_stack)
 
 
-def test_tgi_profile_gateway_routes_both_endpoints_to_the_openai_api(standin_stack):
+def test_the_tgi_profile_and_the_external_servers_get_their_endpoints(standin_stack):
     status, body = standin_stack.gateway_endpoints()
     assert status == 200, body
     providers = {e["name"]: (e["endpoint_type"], e["model"]["provider"]) for e in body["endpoints"]}
-    assert providers == {CHAT: ("llm/v1/chat", "openai"), COMPLETIONS: ("llm/v1/completions", "openai")}
+    chat, completions = ("llm/v1/chat", "openai-compatible"), ("llm/v1/completions", "openai-compatible")
+    # The engine serves the first model of MODELS; each server has /v1/completions.
+    assert providers == {CHAT: chat, COMPLETIONS: completions, "net-ts": chat, "net-ts-completions": completions,
+                         "host-ts": chat, "host-ts-completions": completions}
 
 
-def test_japanese_chat_through_the_standin_returns_an_answer_with_usage(standin_stack):
-    status, body = standin_stack.invoke(CHAT, {"messages": [{"role": "user", "content": "りんごは何色ですか？"}],
-                                               "temperature": 0, "max_tokens": 12})
+@pytest.mark.parametrize("endpoint", [CHAT, "net-ts", "host-ts"])
+def test_japanese_chat_equals_plain_transformers_with_usage(standin_stack, standin_reference, endpoint):
+    status, body = standin_stack.invoke(endpoint, {"messages": QUESTION, "temperature": 0, "max_tokens": 12})
     assert status == 200, body
-    assert body["choices"][0]["message"]["content"]
+    assert body["choices"][0]["message"]["content"] == greedy_chat(*standin_reference, QUESTION, 12)
     usage = body["usage"]
-    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    assert usage["completion_tokens"] == 12 and usage["prompt_tokens"] > 0
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
 
 
-def test_temperature_zero_is_deterministic(standin_stack):
-    payload = {"messages": [{"role": "user", "content": "空は何色？"}], "temperature": 0, "max_tokens": 10}
-    answers = {standin_stack.invoke(CHAT, payload)[1]["choices"][0]["message"]["content"] for _ in range(3)}
-    assert len(answers) == 1
+@pytest.mark.parametrize("endpoint", [COMPLETIONS, "host-ts-completions"])
+def test_completions_equal_plain_transformers(standin_stack, standin_reference, endpoint):
+    status, body = standin_stack.invoke(endpoint, {"prompt": "東京は", "temperature": 0, "max_tokens": 6})
+    assert status == 200, body
+    assert body["choices"][0]["text"] == greedy_completion(*standin_reference, "東京は", 6)
+    assert body["usage"]["completion_tokens"] == 6
 
 
 def test_system_prompt_and_multi_turn_reach_the_model(standin_stack, standin_reference):
     assert_whole_conversation_reaches_the_model(standin_stack, CHAT, standin_reference)
 
 
-def test_completions_endpoint_through_the_standin(standin_stack):
-    status, body = standin_stack.invoke(COMPLETIONS, {"prompt": "東京は", "temperature": 0, "max_tokens": 6})
-    assert status == 200, body
-    assert isinstance(body["choices"][0]["text"], str)
-    assert body["usage"]["completion_tokens"] > 0
+def test_a_stopped_server_is_a_readable_503_naming_it(standin_stack, host_server):
+    server, port = host_server
+    server.terminate()
+    server.wait(30)
+    status, body = standin_stack.invoke("host-ts", {"messages": QUESTION, "max_tokens": 4})
+    assert status == 503, body
+    assert f"host.docker.internal:{port}" in body["message"] and "unreachable" in body["message"]
+    # The other endpoints are unaffected.
+    assert standin_stack.invoke("net-ts", {"messages": QUESTION, "max_tokens": 4})[0] == 200

@@ -13,6 +13,7 @@ import yaml
 from reference import greedy_chat, greedy_completion
 from constants import CHAT_ENDPOINT as CHAT
 from constants import COMPLETIONS_ENDPOINT as COMPLETIONS
+from constants import SECOND_MODEL_NAME as SECOND
 from stack import assert_whole_conversation_reaches_the_model
 
 TEMPLATE = "{{ object }}は何色ですか？"
@@ -23,11 +24,29 @@ def escaped_text(raw: str) -> list[str]:
     return [e for e in re.findall(r"\\u[0-9a-fA-F]{4}", raw) if int(e[2:], 16) >= 0x20]
 
 
-def test_user_sees_both_local_endpoints_in_the_prompt_engineering_dialog(stack):
+def test_user_sees_the_endpoints_of_both_models_in_the_prompt_engineering_dialog(stack):
     status, body = stack.gateway_endpoints()
     assert status == 200, body
     types = {e["name"]: e["endpoint_type"] for e in body["endpoints"]}
-    assert types == {CHAT: "llm/v1/chat", COMPLETIONS: "llm/v1/completions"}
+    assert types == {CHAT: "llm/v1/chat", COMPLETIONS: "llm/v1/completions",
+                     SECOND: "llm/v1/chat", f"{SECOND}-completions": "llm/v1/completions"}
+
+
+def test_user_compares_two_models_with_other_tokenizers_and_chat_templates(stack, stack_reference_model,
+                                                                           stack_reference_model_b):
+    messages = [{"role": "system", "content": "簡潔に。"}, {"role": "user", "content": "りんごは何色ですか？"}]
+    answers = {}
+    for endpoint, reference in ((CHAT, stack_reference_model), (SECOND, stack_reference_model_b)):
+        status, body = stack.invoke(endpoint, {"messages": messages, "temperature": 0, "max_tokens": 12})
+        assert status == 200, body
+        answers[endpoint] = body["choices"][0]["message"]["content"]
+        assert answers[endpoint] == greedy_chat(*reference, messages, 12), endpoint
+        assert body["usage"]["completion_tokens"] == 12
+        status, body = stack.invoke(f"{endpoint}-completions", {"prompt": "東京は日本の", "temperature": 0,
+                                                                "max_tokens": 7})
+        assert status == 200, body
+        assert body["choices"][0]["text"] == greedy_completion(*reference, "東京は日本の", 7), endpoint
+    assert answers[CHAT] != answers[SECOND]
 
 
 def test_user_evaluates_a_japanese_prompt_on_the_chat_endpoint(stack, stack_reference_model):

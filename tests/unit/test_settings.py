@@ -184,3 +184,16 @@ def test_knobs_only_compose_reads_have_one_default_there_and_the_same_in_the_doc
 
 def test_env_example_and_readme_list_the_same_knobs():
     assert set(env_example()) == set(readme_defaults())
+
+
+def test_the_model_server_stops_on_a_model_folder_that_is_not_there():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MODELS": "ok=org/model, gone=/models/not-there"}
+    out = subprocess.run([sys.executable, "-m", "hf_pyfunc.start"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    last = out.stderr.strip().splitlines()[-1]
+    assert "gone=/models/not-there" in last and "LOCAL_MODELS_DIR" in last

@@ -4,4 +4,5 @@
   the knobs that more than one service reads (the model, the generation timeout).
 - timings.py: the timeouts and keep-alive times that must nest across the three services.
 - run_and_drain.py: the containers' entrypoint, so that `docker stop` drains requests in flight.
+- text.py: rules for the text of an answer (no broken character at its end).
 """

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import pydantic
-from pydantic import BeforeValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field
 
 DEFAULT_MODEL_ID = "llm-jp/llm-jp-3-3.7b-instruct"
 
@@ -100,6 +100,17 @@ def parse_duration(value: Any) -> Any:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+def checked_by(parse):
+    """A text knob that `parse` must accept when set (its ValueError names the wrong entry)."""
+
+    def check(value: str) -> str:
+        if value:
+            parse(value)
+        return value
+
+    return AfterValidator(check)
+
+
 def comma_list(value: str) -> list[str]:
     """The non-empty, stripped items of a comma-separated knob."""
     return [item.strip() for item in value.split(",") if item.strip()]
@@ -170,7 +181,8 @@ class ModelChoice(Settings):
     MODELS lists several; MODEL_ID (with SERVED_MODEL_NAME) is the shorthand for one, and MODELS
     wins when both are set."""
 
-    models: str = Field("", description="comma-separated [endpoint_name=]model entries")
+    models: Annotated[str, checked_by(parse_models)] = Field(
+        "", description="comma-separated [endpoint_name=]model entries")
     model_id: str = Field(DEFAULT_MODEL_ID, description="a Hugging Face repo id or a /models/<folder> path")
     served_model_name: str = Field(
         "", description="an endpoint name of ASCII letters, digits, '-', '_' and '.'"
@@ -186,13 +198,6 @@ class ModelChoice(Settings):
     def endpoint_name(self) -> str:
         """The first (or only) model's chat endpoint name."""
         return self.served_models[0].endpoint
-
-    @pydantic.field_validator("models")
-    @classmethod
-    def _models_parse(cls, models: str) -> str:
-        if models:
-            parse_models(models)  # raises ValueError naming the entry
-        return models
 
     @pydantic.model_validator(mode="after")
     def _served_models_are_valid(self):
