@@ -57,6 +57,12 @@ class Stack:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
 
+    def exec_tracking(self, *args: str, stdin: bytes = b"", timeout: float = 600) -> subprocess.CompletedProcess:
+        """A command in the tracking container, as `docker compose exec -T tracking ...` runs it."""
+        files = [a for f in self.compose_files for a in ("-f", str(REPO / f))]
+        return subprocess.run(["docker", "compose", *files, "--profile", self.profile, "exec", "-T", "tracking", *args],
+                              cwd=REPO, env=self.env, input=stdin, capture_output=True, timeout=timeout)
+
     def up(self) -> None:
         # The containers run as uid 1000: the model folder must be readable by others.
         for path in [self.models_dir, *self.models_dir.rglob("*")]:

@@ -367,3 +367,63 @@ def test_user_runs_the_prompt_engineering_workflow_in_japanese(stack, page):
         assert visible_text(answer) in row_text and visible_text(second_answer) in row_text, row_text
         assert visible_text(answer) != visible_text(second_answer)
         s.screenshot("step-9-two-models.png")
+
+
+def test_runs_made_by_promptlab_eval_work_in_the_evaluation_view(stack, page, stack_reference_model):
+    """Runs of the `promptlab-eval` command: every row of both runs in the evaluation view, and
+    "Evaluate all" then Save on a new row, as for runs made in the dialog."""
+    s = Scenario(page)
+    experiment = f"データセット画面 {uuid.uuid4().hex[:8]}"
+    data = "object,note\r\nりんご,短く\r\nバナナ,\"色と、味\"\r\n".encode("cp932")
+
+    with s.step(1, "promptlab-eval makes a run per model from a CP932 CSV"):
+        out = stack.exec_tracking("promptlab-eval", "--experiment", experiment, "--template", "{{ object }}は何色？{{ note }}",
+                                  "--data", "-", "--endpoint", CHAT, "--endpoint", SECOND,
+                                  "--max-tokens", str(MAX_TOKENS), "--run-name", "CSV", stdin=data)
+        assert out.returncode == 0, out.stderr.decode()[-2000:]
+        status, body = stack.request("GET", "ajax-api/2.0/mlflow/experiments/get-by-name",
+                                     query={"experiment_name": experiment})
+        experiment_id = body["experiment"]["experiment_id"]
+
+    with s.step(2, "the evaluation view shows both runs and every row, with latency and token counts"):
+        page.set_viewport_size({"width": 2000, "height": 1000})
+        page.goto(f"{stack.url}/#/experiments/{experiment_id}/runs")
+        expect(page.get_by_role("button", name="New run")).to_be_visible(timeout=60_000)
+        s.dismiss_popups(wait_ms=2_000)
+        grid = evaluation_table(s)
+        headers = grid.get_by_role("columnheader")
+        expect(headers.filter(has_text=f"CSV ({CHAT})")).to_be_visible()
+        expect(headers.filter(has_text=f"CSV ({SECOND})")).to_be_visible()
+        for text in ("りんご", "短く", "バナナ", "色と、味"):
+            expect(grid.get_by_role("gridcell", name=text, exact=True)).to_be_visible()
+        metadata = re.findall(r"\d+ ms,\s+\d+ total tokens", grid.inner_text())
+        assert len(metadata) == 4, grid.inner_text()  # two rows on two runs
+        s.screenshot("promptlab-eval-1-runs.png")
+
+    with s.step(3, "a new row, then Evaluate all on the first model's run and Save"):
+        grid.locator('button[data-component-id*="evaluationtableactionscellrenderer"]').first.click()
+        dialog = page.get_by_role("dialog", name="Add row")
+        boxes = dialog.get_by_role("textbox")
+        boxes.nth(0).fill("ぶどう")
+        boxes.nth(1).fill("新しい行")
+        dialog.get_by_role("button", name="Submit").click()
+        expect(dialog).to_be_hidden()
+        run_header = headers.filter(has_text=f"CSV ({CHAT})")
+        run_header.get_by_role("button", name="Evaluate all").click()
+        expect(page.get_by_text(re.compile(r"You have 1 unsaved evaluated value"))).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Save").click()
+        expect(page.get_by_text(re.compile(r"unsaved evaluated value"))).to_be_hidden(timeout=30_000)
+        s.screenshot("promptlab-eval-2-evaluate-all.png")
+
+    with s.step(4, "the run's table now has the new row, answered as plain transformers answers"):
+        runs = stack.request("POST", "ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})[1]["runs"]
+        run_id = next(r["info"]["run_id"] for r in runs if r["info"]["run_name"] == f"CSV ({CHAT})")
+        table = json.loads(stack.artifact_bytes(run_id, "eval_results_table.json"))
+        rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+        assert [r["object"] for r in rows] == ["ぶどう", "りんご", "バナナ"]  # the UI puts new rows first
+        from reference import greedy_chat
+
+        prompt = "ぶどうは何色？新しい行"
+        assert rows[0]["prompt"] == prompt
+        assert rows[0]["output"] == greedy_chat(*stack_reference_model, [{"role": "user", "content": prompt}],
+                                                MAX_TOKENS)
