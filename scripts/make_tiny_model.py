@@ -115,6 +115,45 @@ def build_tiny_model(output_dir: str | Path, *, seed: int = 0, vocab_size: int =
     return output_dir
 
 
+JUDGE_VERDICT = '{"result": "yes", "rationale": "The answer follows the criteria."}'
+
+
+def build_judge_model(output_dir: str | Path, verdict: str = JUDGE_VERDICT) -> Path:
+    """A tiny model whose greedy answer to any prompt is `verdict` (the JSON an MLflow judge
+    expects), then EOS: the judge's side of the tests, where random weights would give no verdict.
+
+    It is a bigram model wired by hand: attention and MLP outputs are zero, so each position's
+    logits depend on its own token only; every token leads to the verdict (one added token), and
+    the verdict leads to EOS. Judge prompts are long, so its context is 8192 tokens.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    output_dir = Path(build_tiny_model(output_dir, seed=2))
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    tokenizer.add_tokens([verdict])
+    tokenizer.save_pretrained(output_dir)
+    verdict_id, eos_id = tokenizer.convert_tokens_to_ids(verdict), tokenizer.eos_token_id
+    config = LlamaConfig.from_pretrained(output_dir)
+    config.vocab_size, config.max_position_embeddings = len(tokenizer), 8192
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        embeddings = model.model.embed_tokens.weight
+        embeddings.zero_()
+        embeddings[:, 0] = 1.0  # every token: "say the verdict"
+        embeddings[verdict_id, 0], embeddings[verdict_id, 1] = 0.0, 1.0  # the verdict: "stop"
+        model.model.norm.weight.fill_(1.0)
+        model.lm_head.weight.zero_()
+        model.lm_head.weight[verdict_id, 0] = 40.0
+        model.lm_head.weight[eos_id, 1] = 40.0
+    model.generation_config = LlamaForCausalLM.from_pretrained(output_dir).generation_config
+    model.save_pretrained(output_dir)
+    return output_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("output_dir")

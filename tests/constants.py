@@ -12,4 +12,6 @@ COMPLETIONS_ENDPOINT = f"{SERVED_MODEL_NAME}-completions"
 QUESTION = "りんごは何色ですか？"
 # The second model of the comparison tests: another tokenizer and chat template (ChatML).
 SECOND_MODEL_NAME = "tiny-b"
+# A model whose answer is always an MLflow judge's "yes" verdict (scripts/make_tiny_model.py).
+JUDGE_MODEL_NAME = "judge"
 SECOND_MODEL_SHAPE = {"seed": 1, "vocab_size": 384, "chat_style": "chatml"}

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from constants import REPO, SECOND_MODEL_NAME, SECOND_MODEL_SHAPE, SERVED_MODEL_NAME
+from constants import JUDGE_MODEL_NAME, REPO, SECOND_MODEL_NAME, SECOND_MODEL_SHAPE, SERVED_MODEL_NAME
 from loopback import free_port
 
 PROJECT = "promptlab-it"
@@ -40,8 +40,8 @@ class Stack:
             "IMAGE_PREFIX": "promptlab-test",
             "BASE_IMAGE": os.environ.get("BASE_IMAGE", "python:3.11-slim"),
             "LOCAL_MODELS_DIR": str(self.models_dir),
-            # Two models with different tokenizers and chat templates, side by side.
-            "MODELS": f"/models/{SERVED_MODEL_NAME},/models/{SECOND_MODEL_NAME}",
+            # Two models with different tokenizers and chat templates, side by side, and a judge.
+            "MODELS": f"/models/{SERVED_MODEL_NAME},/models/{SECOND_MODEL_NAME},/models/{JUDGE_MODEL_NAME}",
             "MODEL_ID": f"/models/{SERVED_MODEL_NAME}",
             "MLFLOW_PORT": str(self.port),
             "MODEL_START_PERIOD": "300s",
@@ -121,13 +121,14 @@ class Stack:
 @contextmanager
 def running_stack(tmp_path_factory, **stack_args):
     """A stack on a freshly built tiny model; always torn down with its volumes."""
-    from make_tiny_model import build_tiny_model
+    from make_tiny_model import build_judge_model, build_tiny_model
 
     if not docker_available():
         raise RuntimeError("the compose tests need a running Docker engine (see .ci/run)")
     models = tmp_path_factory.mktemp(f"models-{stack_args.get('project', PROJECT)}")
     build_tiny_model(models / SERVED_MODEL_NAME)
     build_tiny_model(models / SECOND_MODEL_NAME, **SECOND_MODEL_SHAPE)
+    build_judge_model(models / JUDGE_MODEL_NAME)
     stack = Stack(models, **stack_args)
     try:
         stack.up()

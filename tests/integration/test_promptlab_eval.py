@@ -14,6 +14,7 @@ import uuid
 
 import pytest
 from constants import CHAT_ENDPOINT as CHAT
+from constants import JUDGE_MODEL_NAME as JUDGE
 from constants import SECOND_MODEL_NAME as SECOND
 from reference import greedy_chat
 
@@ -193,3 +194,26 @@ def test_expected_answers_are_scored(stack, stack_reference_model):
     assert metrics["exact_match"] == 0.5 and metrics["rows"] == 4 and metrics["failed_rows"] == 0
     table = table_of(stack, run["info"]["run_id"])
     assert [r["exact_match"] for r in table] == ["1", "1", "0", "0"]
+
+
+def test_an_mlflow_judge_on_a_local_endpoint_scores_every_row(stack):
+    experiment = f"審査 {uuid.uuid4().hex[:6]}"
+    out = evaluate(stack, experiment, csv_bytes(ROWS[:3], "utf-8"), "--run-name", "審査", "--judge", JUDGE,
+                   "--criteria", "答えは丁寧な日本語ですか？", endpoints=(CHAT,))
+    assert out.returncode == 0, out.stderr.decode()
+    run = runs_of(stack, experiment)["審査"]
+    table = table_of(stack, run["info"]["run_id"])
+    # The judge model's own verdict, through MLflow's judge and the stack's gateway, per row.
+    assert [(r["judge"], r["judge_rationale"]) for r in table] == [
+        ("yes", "The answer follows the criteria.")] * 3
+    assert all(r["output"] for r in table)
+    metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+    assert metrics["judge_pass"] == 1.0
+    assert "judge_pass" in out.stdout.decode()
+
+
+def test_a_judge_needs_its_criteria_and_a_chat_endpoint(stack):
+    for args, words in ((("--judge", JUDGE), "--judge and --criteria go together"),
+                        (("--judge", f"{JUDGE}-completions", "--criteria", "x"), "needs a chat endpoint")):
+        out = evaluate(stack, f"審査不正 {uuid.uuid4().hex[:6]}", csv_bytes(ROWS, "utf-8"), *args, endpoints=(CHAT,))
+        assert out.returncode == 2 and words in out.stderr.decode(), out.stderr.decode()

@@ -13,6 +13,7 @@ import yaml
 from reference import greedy_chat, greedy_completion
 from constants import CHAT_ENDPOINT as CHAT
 from constants import COMPLETIONS_ENDPOINT as COMPLETIONS
+from constants import JUDGE_MODEL_NAME as JUDGE
 from constants import SECOND_MODEL_NAME as SECOND
 from stack import assert_whole_conversation_reaches_the_model
 
@@ -29,7 +30,8 @@ def test_user_sees_the_endpoints_of_both_models_in_the_prompt_engineering_dialog
     assert status == 200, body
     types = {e["name"]: e["endpoint_type"] for e in body["endpoints"]}
     assert types == {CHAT: "llm/v1/chat", COMPLETIONS: "llm/v1/completions",
-                     SECOND: "llm/v1/chat", f"{SECOND}-completions": "llm/v1/completions"}
+                     SECOND: "llm/v1/chat", f"{SECOND}-completions": "llm/v1/completions",
+                     JUDGE: "llm/v1/chat", f"{JUDGE}-completions": "llm/v1/completions"}
 
 
 def test_user_compares_two_models_with_other_tokenizers_and_chat_templates(stack, stack_reference_model,

@@ -18,6 +18,7 @@ from pathlib import Path
 from promptlab_stack.settings import SettingsError
 
 from mlflow_promptlab_utf8.eval_dataset import DatasetError, read_dataset
+from mlflow_promptlab_utf8.eval_judge import make_judge
 from mlflow_promptlab_utf8.eval_runner import EndpointRun, Evaluation, Summary
 from mlflow_promptlab_utf8.prompt_template import missing_columns, variables
 from mlflow_promptlab_utf8.settings import TrackingSettings
@@ -44,6 +45,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", help="the data's encoding (default: detect UTF-8, UTF-8 with BOM, CP932)")
     p.add_argument("--format", choices=["csv", "jsonl"], help="default: from the file (JSON Lines if it starts with {)")
     p.add_argument("--expect", metavar="COLUMN", help="score answers against this column (exact and contains)")
+    p.add_argument("--judge", metavar="ENDPOINT", help="score every answer with an MLflow judge on this chat endpoint")
+    p.add_argument("--criteria", help="what the judge checks (with --judge), e.g. 'Is the answer polite Japanese?'")
     p.add_argument("--concurrency", type=int, default=8, help="requests in flight per endpoint (default 8)")
     p.add_argument("--tracking-uri", default=f"http://127.0.0.1:{PORT}", help="the tracking server (default: this container's)")
     return p
@@ -76,6 +79,8 @@ def load_inputs(args) -> tuple[str, list[dict[str, str]], str]:
         raise UsageError(f"--expect {args.expect}: no such column in {name} (its columns: {', '.join(rows[0])})")
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    if bool(args.judge) != bool(args.criteria and args.criteria.strip()):
+        raise UsageError("--judge and --criteria go together: the judge's endpoint and what it checks")
     return template, rows, name
 
 
@@ -103,9 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         template, rows, name = load_inputs(args)
         client = TrackingClient(args.tracking_uri, settings, timeout_s=settings.ui_proxy_timeout_s + 5)
         endpoints = client.endpoints()
-        unknown = [e for e in args.endpoint if e not in endpoints]
+        unknown = [e for e in [*args.endpoint, *([args.judge] if args.judge else [])] if e not in endpoints]
         if unknown:
             raise UsageError(f"the gateway has no endpoint {', '.join(unknown)} (it has: {', '.join(endpoints)})")
+        if args.judge and endpoints[args.judge] != "llm/v1/chat":
+            raise UsageError(f"--judge {args.judge} is a {endpoints[args.judge]} endpoint; a judge needs a chat endpoint")
+        judge = make_judge(args.judge, args.criteria, settings.mlflow_deployments_target) if args.judge else None
     except (UsageError, DatasetError, SettingsError) as e:
         print(f"promptlab-eval: {e}", file=sys.stderr)
         return 2
@@ -121,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         for endpoint in args.endpoint:
             run_name = f"{base_name} ({endpoint})" if len(args.endpoint) > 1 else base_name
             evaluation = Evaluation(template, rows, run_name, args.temperature, args.max_tokens,
-                                    tuple(args.stop), args.expect)
+                                    tuple(args.stop), args.expect, judge)
             summaries.append(EndpointRun(client, experiment_id, evaluation, endpoint, endpoints[endpoint],
                                          args.concurrency).run())
     except KeyboardInterrupt:

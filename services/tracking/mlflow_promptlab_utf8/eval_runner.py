@@ -25,6 +25,8 @@ from mlflow_promptlab_utf8.tracking_client import TrackingClient, TrackingError
 METADATA_COLUMNS = ["MLFLOW_total_tokens", "MLFLOW_output_tokens", "MLFLOW_input_tokens", "MLFLOW_latency"]
 ERROR_COLUMN = "MLFLOW_error"
 SCORE_COLUMNS = ["exact_match", "contains"]
+JUDGE_COLUMNS = ["judge", "judge_rationale"]
+JUDGE_PASS = {"yes", "true", "pass", "1"}
 SIGNATURE_TAG = "promptlab_eval.signature"
 SAVE_EVERY_S = 2.0
 
@@ -40,6 +42,7 @@ class Evaluation:
     max_tokens: int | None = None
     stop: tuple[str, ...] = ()
     expect: str | None = None  # the column holding each row's expected answer
+    judge: object = None  # an MLflow judge (judges.py) scoring every answer
 
 
 @dataclass
@@ -53,6 +56,8 @@ class RowResult:
     latency_ms: str = ""
     error: str = ""
     expected: str | None = None
+    verdict: str = ""
+    rationale: str = ""
 
     @property
     def answered(self) -> bool:
@@ -155,7 +160,8 @@ class EndpointRun:
         expect = self.evaluation.expect
         extra = ([expect] if expect and expect.lower() not in self.variables else []) + (
             SCORE_COLUMNS if expect else [])
-        return [*self.variables, "prompt", "output", *extra, *METADATA_COLUMNS, ERROR_COLUMN]
+        judge = JUDGE_COLUMNS if self.evaluation.judge is not None else []
+        return [*self.variables, "prompt", "output", *extra, *judge, *METADATA_COLUMNS, ERROR_COLUMN]
 
     def table(self) -> dict:
         data = []
@@ -164,7 +170,8 @@ class EndpointRun:
                 continue
             extra = ([r.expected] if self.evaluation.expect and self.evaluation.expect.lower() not in self.variables
                      else []) + (r.scores() if self.evaluation.expect else [])
-            data.append([*(r.values[v] for v in self.variables), r.prompt, r.output, *extra,
+            judge = [r.verdict, r.rationale] if self.evaluation.judge is not None else []
+            data.append([*(r.values[v] for v in self.variables), r.prompt, r.output, *extra, *judge,
                          r.total_tokens, r.output_tokens, r.input_tokens, r.latency_ms, r.error])
         return {"columns": self.columns(), "data": data}
 
@@ -194,6 +201,7 @@ class EndpointRun:
                 result.output = cell["output"]
                 result.total_tokens, result.output_tokens, result.input_tokens, result.latency_ms = (
                     str(cell.get(c, "")) for c in METADATA_COLUMNS)
+                result.verdict, result.rationale = (str(cell.get(c, "")) for c in JUDGE_COLUMNS)
                 self.results[i] = result
                 reused += 1
         return reused
@@ -236,6 +244,21 @@ class EndpointRun:
             result.latency_ms = f"{latency:.1f}"
         except (TrackingError, OSError, KeyError, IndexError, TypeError, ValueError) as e:
             result.error = readable_error(str(e) or type(e).__name__)
+            return result
+        return self._judge(result)
+
+    def _judge(self, result: RowResult) -> RowResult:
+        """The judge's verdict on an answer; a judge that fails leaves the answer standing."""
+        if self.evaluation.judge is None or result.verdict:
+            return result
+        try:
+            feedback = self.evaluation.judge(inputs={"prompt": result.prompt}, outputs=result.output)
+            if feedback.error:
+                raise RuntimeError(getattr(feedback.error, "error_message", None) or str(feedback.error))
+            result.verdict = str(feedback.value).lower() if isinstance(feedback.value, bool) else str(feedback.value)
+            result.rationale = feedback.rationale or ""
+        except Exception as e:  # noqa: BLE001 - recorded with the row, like a failed answer
+            result.rationale = f"the judge failed: {readable_error(str(e) or type(e).__name__)}"
         return result
 
     def run(self) -> Summary:
@@ -243,18 +266,24 @@ class EndpointRun:
         if self.run_id is None:
             self._create_run()
         pending = [i for i, r in enumerate(self.results) if r is None]
+        unjudged = [i for i, r in enumerate(self.results)
+                    if r is not None and self.evaluation.judge is not None and not r.verdict]
         progress = Progress(f"{self.endpoint} ({self.evaluation.run_name})", len(self.results), self.stream)
         progress.done = reused
         last_save = time.monotonic()
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="promptlab-eval")
         try:
             futures = {pool.submit(self._evaluate, self._new_result(self.evaluation.rows[i])): i for i in pending}
+            # Answers reused from an earlier run that the judge has not scored yet.
+            futures.update({pool.submit(self._judge, self.results[i]): i for i in unjudged})
             while futures:
                 done, _ = wait(futures, timeout=SAVE_EVERY_S, return_when=FIRST_COMPLETED)
                 for future in done:
                     result = future.result()
-                    self.results[futures.pop(future)] = result
-                    progress.update(result)
+                    index = futures.pop(future)
+                    if self.results[index] is None:
+                        progress.update(result)
+                    self.results[index] = result
                 if time.monotonic() - last_save >= SAVE_EVERY_S:
                     self.client.write_table(self.run_id, self.table())
                     last_save = time.monotonic()
@@ -274,6 +303,9 @@ class EndpointRun:
         if self.evaluation.expect and answered:
             for n, name in enumerate(SCORE_COLUMNS):
                 scores[name] = sum(int(r.scores()[n]) for r in answered) / len(answered)
+        judged = [r for r in answered if r.verdict]
+        if judged:
+            scores["judge_pass"] = sum(r.verdict.strip().lower() in JUDGE_PASS for r in judged) / len(judged)
         metrics = {"rows": len(results), "failed_rows": len(results) - len(answered), **scores}
         if latencies:
             metrics["mean_latency_ms"] = sum(latencies) / len(latencies)
