@@ -14,7 +14,6 @@ import os
 from typing import Any
 
 import pydantic
-from fastapi.encoders import jsonable_encoder
 from mlflow.gateway.config import ConfigModel, EndpointConfig
 from mlflow.gateway.exceptions import AIGatewayException
 from mlflow.gateway.providers.base import BaseProvider
@@ -22,10 +21,7 @@ from mlflow.gateway.schemas import chat, completions
 from promptlab_stack.text import drop_incomplete_utf8_tail
 
 from local_llm_gateway.engine_http import call
-from local_llm_gateway.pyfunc_provider import flatten_content
-
-# OpenAI request fields passed on; others (tools, logprobs, n, stream, ...) are not used by the UI.
-FORWARDED_PARAMS = ("temperature", "max_tokens", "top_p", "stop")
+from local_llm_gateway.unified_request import chat_body, completions_body
 
 
 class OpenAICompatibleConfig(ConfigModel):
@@ -65,10 +61,6 @@ class OpenAICompatibleProvider(BaseProvider):
         body = {**body, "model": await self.served_model()}
         return await call("POST", f"{self.base_url}{path}", self.server, body, self.headers)
 
-    @staticmethod
-    def _params(payload: dict[str, Any]) -> dict[str, Any]:
-        return {k: payload[k] for k in FORWARDED_PARAMS if payload.get(k) is not None}
-
     def _answer(self, schema, resp: dict[str, Any]):
         # An answer never ends in a broken character, whatever the engine (promptlab_stack/text.py).
         for choice in resp.get("choices") or []:
@@ -84,13 +76,7 @@ class OpenAICompatibleProvider(BaseProvider):
             raise AIGatewayException(502, f"Unexpected answer from {self.server}: {e}") from e
 
     async def _chat(self, payload: chat.RequestPayload) -> chat.ResponsePayload:
-        body = jsonable_encoder(payload, exclude_none=True)
-        messages = [{"role": m["role"], "content": flatten_content(m.get("content", ""))}
-                    for m in body["messages"]]
-        resp = await self._post("/chat/completions", {"messages": messages, **self._params(body)})
-        return self._answer(chat.ResponsePayload, resp)
+        return self._answer(chat.ResponsePayload, await self._post("/chat/completions", chat_body(payload)))
 
     async def _completions(self, payload: completions.RequestPayload) -> completions.ResponsePayload:
-        body = jsonable_encoder(payload, exclude_none=True)
-        resp = await self._post("/completions", {"prompt": body["prompt"], **self._params(body)})
-        return self._answer(completions.ResponsePayload, resp)
+        return self._answer(completions.ResponsePayload, await self._post("/completions", completions_body(payload)))

@@ -12,30 +12,19 @@ from __future__ import annotations
 from typing import Any
 
 import pydantic
-from fastapi.encoders import jsonable_encoder
 from mlflow.gateway.config import ConfigModel, EndpointConfig
 from mlflow.gateway.exceptions import AIGatewayException
 from mlflow.gateway.providers.base import BaseProvider
 from mlflow.gateway.schemas import chat, completions
 
 from local_llm_gateway.engine_http import call
-
-# Request fields the model server understands; the rest (n, stream, ...) is not forwarded.
-FORWARDED_PARAMS = ("temperature", "max_tokens", "top_p", "stop")
-
+from local_llm_gateway.unified_request import chat_body, completions_body
 
 class HFPyfuncConfig(ConfigModel):
     model_server_url: str
 
     # pydantic warns about fields starting with "model_" unless this namespace is freed.
     model_config = pydantic.ConfigDict(protected_namespaces=())
-
-
-def flatten_content(content: Any) -> Any:
-    """OpenAI clients may send content as a list of parts; the model takes plain text."""
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
-    return content
 
 
 class HFPyfuncProvider(BaseProvider):
@@ -55,10 +44,6 @@ class HFPyfuncProvider(BaseProvider):
             body = {**body, "model": self.config.model.name}
         return await call("POST", self.invocations_url, f"The model server at {self.server_url}", body)
 
-    @staticmethod
-    def _params(payload: dict[str, Any]) -> dict[str, Any]:
-        return {k: payload[k] for k in FORWARDED_PARAMS if payload.get(k) is not None}
-
     def _answer(self, schema, resp: dict[str, Any]):
         try:
             return schema(**{**resp, "model": self.config.model.name or resp["model"]})
@@ -66,15 +51,7 @@ class HFPyfuncProvider(BaseProvider):
             raise AIGatewayException(502, f"Unexpected answer from the model server: {e}") from e
 
     async def _chat(self, payload: chat.RequestPayload) -> chat.ResponsePayload:
-        body = jsonable_encoder(payload, exclude_none=True)
-        messages = [
-            {"role": m["role"], "content": flatten_content(m.get("content", ""))}
-            for m in body["messages"]
-        ]
-        resp = await self._invoke({"messages": messages, **self._params(body)})
-        return self._answer(chat.ResponsePayload, resp)
+        return self._answer(chat.ResponsePayload, await self._invoke(chat_body(payload)))
 
     async def _completions(self, payload: completions.RequestPayload) -> completions.ResponsePayload:
-        body = jsonable_encoder(payload, exclude_none=True)
-        resp = await self._invoke({"prompt": body["prompt"], **self._params(body)})
-        return self._answer(completions.ResponsePayload, resp)
+        return self._answer(completions.ResponsePayload, await self._invoke(completions_body(payload)))
