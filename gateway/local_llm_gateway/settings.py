@@ -16,6 +16,7 @@ from promptlab_stack.settings import (
     checked_by,
     comma_list,
     is_valid_endpoint_name,
+    list_entries,
 )
 
 Backend = Literal["auto", "pyfunc", "tgi", "vllm", "sglang"]
@@ -35,10 +36,7 @@ def parse_external_endpoints(text: str) -> list[ExternalEndpoint]:
     """`endpoint_name=base_url[#model], ...`; raises ValueError naming the entry that is wrong."""
     knob = "OPENAI_COMPATIBLE_ENDPOINTS"
     endpoints = []
-    for position, raw in enumerate(text.split(","), start=1):
-        entry = raw.strip()
-        if not entry:
-            raise ValueError(f"{knob} entry {position} is empty (a stray comma?)")
+    for entry in list_entries(text, knob):
         name, sep, rest = entry.partition("=")
         name = name.strip()
         if not sep or not name:

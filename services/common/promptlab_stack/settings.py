@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -111,6 +111,16 @@ def checked_by(parse):
     return AfterValidator(check)
 
 
+def list_entries(text: str, knob: str) -> Iterator[str]:
+    """The stripped entries of a comma-separated list knob, in order; an empty one is an error
+    where it stands (a stray comma usually means an entry was lost)."""
+    for position, raw in enumerate(text.split(","), start=1):
+        entry = raw.strip()
+        if not entry:
+            raise ValueError(f"{knob} entry {position} is empty (a stray comma?)")
+        yield entry
+
+
 def comma_list(value: str) -> list[str]:
     """The non-empty, stripped items of a comma-separated knob."""
     return [item.strip() for item in value.split(",") if item.strip()]
@@ -142,10 +152,7 @@ class ServedModel:
 def parse_models(text: str, knob: str = "MODELS") -> list[ServedModel]:
     """`[endpoint_name=]model, ...`; raises ValueError naming the entry that is wrong."""
     models: list[ServedModel] = []
-    for position, raw in enumerate(text.split(","), start=1):
-        entry = raw.strip()
-        if not entry:
-            raise ValueError(f"{knob} entry {position} is empty (a stray comma?)")
+    for entry in list_entries(text, knob):
         name, sep, model_id = entry.partition("=")
         name, model_id = name.strip(), model_id.strip()
         if not sep:
