@@ -100,7 +100,7 @@ class ModelPool:
                 continue
             with self._cond:
                 slot.state, slot.attempt, slot.since = LOADING, slot.attempt + 1, time.monotonic()
-            self._load(slot)
+            self._load(slot, estimate)
             if i == 0 and slot.state == FAILED:
                 raise RuntimeError(f"the first model, {slot.model_id}, failed to load: {slot.error}")
 
@@ -143,9 +143,12 @@ class ModelPool:
                 self._cond.notify_all()
 
     # -- loading and unloading ---------------------------------------------------------------
-    def _load(self, slot: Slot) -> None:
+    def _load(self, slot: Slot, estimate: int | None = None) -> None:
+        """Load `slot`'s model; `estimate`: its size if the caller already estimated it."""
         with self._load_lock:
-            estimate = estimate_bytes(slot.model_id, self.cuda) or 0
+            if estimate is None:
+                estimate = estimate_bytes(slot.model_id, self.cuda)
+            estimate = estimate or 0
             self._make_room(estimate, keep=slot)
             started = time.monotonic()
             logger.info("Loading model %s (%s), about %.2f GB", slot.endpoint, slot.model_id, estimate / GB)
