@@ -156,10 +156,14 @@ class EndpointRun:
         key = [e.template, self.endpoint, e.temperature, e.max_tokens, list(e.stop), e.run_name, e.expect]
         return hashlib.sha256(json.dumps(key, ensure_ascii=False).encode()).hexdigest()[:20]
 
-    def columns(self) -> list[str]:
+    @property
+    def expect_column(self) -> list[str]:
+        """The expected-answer column, when it is not already a template variable's column."""
         expect = self.evaluation.expect
-        extra = ([expect] if expect and expect.lower() not in self.variables else []) + (
-            SCORE_COLUMNS if expect else [])
+        return [expect] if expect and expect.lower() not in self.variables else []
+
+    def columns(self) -> list[str]:
+        extra = self.expect_column + (SCORE_COLUMNS if self.evaluation.expect else [])
         judge = JUDGE_COLUMNS if self.evaluation.judge is not None else []
         return [*self.variables, "prompt", "output", *extra, *judge, *METADATA_COLUMNS, ERROR_COLUMN]
 
@@ -168,8 +172,7 @@ class EndpointRun:
         for r in self.results:
             if r is None:
                 continue
-            extra = ([r.expected] if self.evaluation.expect and self.evaluation.expect.lower() not in self.variables
-                     else []) + (r.scores() if self.evaluation.expect else [])
+            extra = ([r.expected] if self.expect_column else []) + (r.scores() if self.evaluation.expect else [])
             judge = [r.verdict, r.rationale] if self.evaluation.judge is not None else []
             data.append([*(r.values[v] for v in self.variables), r.prompt, r.output, *extra, *judge,
                          r.total_tokens, r.output_tokens, r.input_tokens, r.latency_ms, r.error])
