@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from promptlab_stack.text import drop_incomplete_utf8_tail
+
 from bench.prompts import PROMPTS
 
 
@@ -35,7 +37,10 @@ class InProcess:
             out = self.model.generate(**batch, do_sample=False, max_new_tokens=self.max_tokens,
                                       pad_token_id=self.tokenizer.pad_token_id)
         width = batch["input_ids"].shape[1]
-        return [self.tokenizer.decode(row[width:], skip_special_tokens=True) for row in out]
+        # The stack's rule for answer text (promptlab_stack/text.py), so "answers exact" compares
+        # like with like.
+        return [drop_incomplete_utf8_tail(self.tokenizer.decode(row[width:], skip_special_tokens=True))
+                for row in out]
 
     def reference(self) -> dict[str, str]:
         """Each prompt alone, greedy: the answer every server should give."""
