@@ -1,4 +1,5 @@
-"""Gateway entrypoint: read the settings, render and check the config, exec `mlflow gateway start`.
+"""Gateway entrypoint: read the settings, render and check the config, exec gunicorn on our app
+(app.py: MLflow's gateway app, as `mlflow gateway start` serves it, plus whole-answer streaming).
 
 `write_config`, `server_command` and `server_environment` are what the container runs; the
 benchmark and the tests run the same.
@@ -36,8 +37,13 @@ def write_config(settings: GatewaySettings, path: Path, urls: Mapping[str, str] 
 
 def server_command(config_path: Path, *, host: str = "0.0.0.0", port: int = PORT,
                    workers: int = WORKERS) -> list[str]:
-    return ["mlflow", "gateway", "start", "--config-path", str(config_path),
-            "--host", host, "--port", str(port), "--workers", str(workers)]
+    """What `mlflow gateway start` runs (gunicorn, uvicorn workers, the config in
+    MLFLOW_GATEWAY_CONFIG), on our app factory instead of MLflow's, and without its config watcher:
+    the config is rendered once per container start."""
+    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
+            "--worker-class", "uvicorn.workers.UvicornWorker",
+            "--env", f"MLFLOW_GATEWAY_CONFIG={config_path}",
+            "local_llm_gateway.app:create_app()"]
 
 
 def server_environment(settings: GatewaySettings) -> dict[str, str]:
