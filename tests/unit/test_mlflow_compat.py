@@ -84,3 +84,33 @@ def test_mlflows_fastapi_app_mounts_flask_last_and_keeps_a_lifespan():
     last = app.router.routes[-1]
     assert isinstance(last, Mount) and last.path == "", msg
     assert callable(app.router.lifespan_context), msg
+
+
+def test_tracking_image_opens_mlflows_upstream_guards_to_the_stacks_gateway_only(monkeypatch):
+    import mlflow.gateway.ssrf as ssrf
+    import mlflow.utils.validation as validation
+    from mlflow.exceptions import MlflowException
+    from mlflow_promptlab_utf8.mlflow_compat import trust_stack_gateway
+
+    # monkeypatch puts MLflow's own checks back after this test.
+    monkeypatch.setattr(validation, "_validate_gateway_api_base", validation._validate_gateway_api_base)
+    monkeypatch.setattr(ssrf, "_assert_public_ip", ssrf._assert_public_ip)
+    msg = UPGRADE.format(name="mlflow.utils.validation._validate_gateway_api_base / "
+                              "mlflow.gateway.ssrf._assert_public_ip", module="mlflow_compat.trust_stack_gateway")
+    # What MLflow refuses on its own: a plain-HTTP api_base, a private address.
+    for check in (lambda: validation._validate_gateway_secret_auth_config({"api_base": "http://gateway:7000/v1"}),
+                  lambda: ssrf._assert_public_ip("172.18.0.2", "gateway")):
+        with pytest.raises((MlflowException, ssrf.GatewaySSRFProtectionError)):
+            check()
+            pytest.fail(f"{msg}: no longer refused")
+
+    trust_stack_gateway("http://gateway:7000/v1")
+    # The secret handler's check (through the module global) and the connect-time check pass ours...
+    assert validation._validate_gateway_secret_auth_config({"api_base": "http://gateway:7000/v1"}), msg
+    ssrf._assert_public_ip("172.18.0.2", "gateway")
+    # ...and still refuse everything else.
+    for other in ("http://gateway:7001/v1", "http://evil:7000/v1", "http://gateway:7000/admin"):
+        with pytest.raises(MlflowException):
+            validation._validate_gateway_secret_auth_config({"api_base": other})
+    with pytest.raises(ssrf.GatewaySSRFProtectionError):
+        ssrf._assert_public_ip("172.18.0.3", "evil")

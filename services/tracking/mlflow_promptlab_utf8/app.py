@@ -3,6 +3,8 @@
 - Prompt Engineering runs get readable UTF-8 artifacts (promptlab_artifacts.py, mlflow#14785).
 - The UI's gateway proxy keeps the gateway's status and message, on the event loop
   (gateway_proxy.py).
+- The built-in AI Gateway may call the stack's own gateway, and no other private upstream
+  (ai_gateway_endpoints.py registers the endpoints).
 - With an admin password set, MLflow's own basic auth guards every route, ours included.
 """
 
@@ -11,7 +13,12 @@ from __future__ import annotations
 import logging
 
 from mlflow_promptlab_utf8.gateway_proxy import install_gateway_proxy
-from mlflow_promptlab_utf8.mlflow_compat import fastapi_basic_auth, served_by_uvicorn
+from mlflow_promptlab_utf8.ai_gateway_endpoints import gateway_api_base
+from mlflow_promptlab_utf8.mlflow_compat import (
+    fastapi_basic_auth,
+    served_by_uvicorn,
+    trust_stack_gateway,
+)
 from mlflow_promptlab_utf8.promptlab_artifacts import wrap_promptlab_views
 from mlflow_promptlab_utf8.settings import TrackingSettings
 
@@ -32,6 +39,8 @@ def create_app(app=None):
 
     settings = TrackingSettings.from_env()
     wrap_promptlab_views(app)
+    if settings.mlflow_deployments_target:
+        trust_stack_gateway(gateway_api_base(settings))
     authenticate = None
     if settings.basic_auth:
         # `--app-name` takes one app, so basic auth is chained here: MLflow's own auth factory

@@ -94,3 +94,52 @@ def on_shutdown(fastapi_app, close) -> None:
             await close()
 
     fastapi_app.router.lifespan_context = lifespan
+
+
+def trust_stack_gateway(api_base: str) -> None:
+    """Let the built-in AI Gateway call exactly the stack's own gateway (`api_base`, e.g.
+    http://gateway:7000/v1), keeping MLflow's guards for every other upstream.
+
+    MLflow allows only public HTTPS upstreams, or, with MLFLOW_GATEWAY_API_BASE_ALLOW_PRIVATE_IPS
+    and MLFLOW_GATEWAY_API_BASE_ALLOWED_SCHEMES, every private address over plain HTTP for every
+    user's secret. Our gateway is a private address on the compose network, over HTTP. So:
+    - at write time, `api_base` equal to ours (scheme, host, port and path) passes; any other is
+      checked by MLflow's `_validate_gateway_api_base` as before;
+    - at connect time, an address resolved for our gateway's host name passes; any other host is
+      checked by MLflow's `_assert_public_ip` as before.
+
+    Why private: both checks are module-level functions with no extension point
+    (mlflow/utils/validation.py, mlflow/gateway/ssrf.py); nothing upstream narrows them to a host.
+    """
+    from urllib.parse import urlparse
+
+    import mlflow.gateway.ssrf as ssrf
+    import mlflow.utils.validation as validation
+
+    trusted = urlparse(api_base)
+    trusted_host = trusted.hostname
+
+    def same_upstream(url) -> bool:
+        try:
+            u = urlparse(str(url).strip())
+            return (u.scheme, u.hostname, u.port, u.path.rstrip("/")) == (
+                trusted.scheme, trusted.hostname, trusted.port, trusted.path.rstrip("/"))
+        except ValueError:
+            return False
+
+    check_api_base = getattr(validation._validate_gateway_api_base, "__wrapped__",
+                             validation._validate_gateway_api_base)
+    check_ip = getattr(ssrf._assert_public_ip, "__wrapped__", ssrf._assert_public_ip)
+
+    def validate_gateway_api_base(url: str) -> None:
+        if not same_upstream(url):
+            check_api_base(url)
+
+    def assert_public_ip(ip_str: str, host: str) -> None:
+        if host != trusted_host:
+            check_ip(ip_str, host)
+
+    validate_gateway_api_base.__wrapped__ = check_api_base
+    assert_public_ip.__wrapped__ = check_ip
+    validation._validate_gateway_api_base = validate_gateway_api_base
+    ssrf._assert_public_ip = assert_public_ip

@@ -20,6 +20,9 @@ class TrackingSettings(GenerationTimeout):
     mlflow_auth_admin_password: str = ""
     # CSRF key shared by the workers; generated once and kept on the database volume when empty.
     mlflow_flask_server_secret_key: str = ""
+    # Encrypts the built-in AI Gateway's secrets in the database; generated once and kept on the
+    # database volume when empty.
+    mlflow_crypto_kek_passphrase: str = ""
     # Where the UI's gateway proxy sends prompts (docker-compose.yml wires it to the gateway).
     mlflow_deployments_target: str = Field("", description="the gateway's http(s) URL")
 

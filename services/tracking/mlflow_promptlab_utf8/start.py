@@ -1,7 +1,9 @@
 """Tracking server entrypoint: read the settings, set up basic auth if asked, exec `mlflow server`.
 
 SQLite and artifacts live on the named volumes under /mlflow; `--serve-artifacts` lets the UI read
-artifacts through this server. `server_command` and `server_environment` are what the container
+artifacts through this server. Beside the server, ai_gateway_endpoints.py keeps the built-in AI
+Gateway's endpoints equal to the models the stack serves (same process group, so `docker stop`
+stops both). `server_command` and `server_environment` are what the container
 runs; the benchmark and the tests run the same.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
 from pathlib import Path
 
@@ -53,21 +56,36 @@ def basic_auth_ini(settings: TrackingSettings, db_dir: Path = DB_DIR) -> str:
     )
 
 
-def flask_secret_key(settings: TrackingSettings, db_dir: Path = DB_DIR) -> str:
-    """The CSRF key every worker shares: the setting, else one generated once and kept on the
-    database volume, so that sessions survive restarts."""
-    if settings.mlflow_flask_server_secret_key:
-        return settings.mlflow_flask_server_secret_key
-    path = db_dir / ".flask_secret_key"
+def kept_secret(value: str, path: Path) -> str:
+    """`value` when set, else a random one generated once and kept in `path` (owner-only), so that
+    it survives restarts."""
+    if value:
+        return value
     if not path.is_file() or not path.read_text().strip():
         path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
     return path.read_text().strip()
+
+
+def flask_secret_key(settings: TrackingSettings, db_dir: Path = DB_DIR) -> str:
+    """The CSRF key every worker shares, so that sessions survive restarts."""
+    return kept_secret(settings.mlflow_flask_server_secret_key, db_dir / ".flask_secret_key")
+
+
+def kek_passphrase(settings: TrackingSettings, db_dir: Path = DB_DIR) -> str:
+    """The passphrase that encrypts the built-in AI Gateway's secrets. MLflow falls back to a
+    passphrase shared by every installation; the secrets it encrypts live in this database, so the
+    passphrase lives beside it (and must move with it: a different one cannot decrypt them)."""
+    return kept_secret(settings.mlflow_crypto_kek_passphrase, db_dir / ".kek_passphrase")
 
 
 def server_environment(settings: TrackingSettings, *, db_dir: Path = DB_DIR,
                        auth_config_path: Path = AUTH_CONFIG_PATH) -> dict[str, str]:
     """What `mlflow server` and its workers read; with basic auth, writes its config file."""
-    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": str(settings.mlflow_server_enable_job_execution).lower()}
+    env = {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": str(settings.mlflow_server_enable_job_execution).lower(),
+        "MLFLOW_CRYPTO_KEK_PASSPHRASE": kek_passphrase(settings, db_dir),
+    }
     if settings.basic_auth:
         auth_config_path.write_text(basic_auth_ini(settings, db_dir))
         env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth_config_path)
@@ -93,6 +111,8 @@ def main() -> int:
     os.environ.update(server_environment(settings))
     if settings.basic_auth:
         bootstrap_basic_auth()
+    if settings.mlflow_deployments_target:
+        subprocess.Popen([sys.executable, "-m", "mlflow_promptlab_utf8.ai_gateway_endpoints"])
     command = server_command(settings)
     os.execvp(command[0], command)
 

@@ -1,0 +1,131 @@
+"""The stack's models as endpoints of the tracking server's built-in AI Gateway
+(services/tracking/mlflow_promptlab_utf8/ai_gateway_endpoints.py), against a real `mlflow server`
+run as the tracking image runs it (our app, our environment), on loopback with a fresh database.
+
+The whole path (Playground, chat through the built-in gateway to the model) is in the compose tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+import requests
+from loopback import free_port
+
+OUR_GATEWAY = "http://127.0.0.1:9"  # where the stack's endpoints point; nothing needs to listen
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    from mlflow_promptlab_utf8.settings import TrackingSettings
+    from mlflow_promptlab_utf8.start import server_command, server_environment
+
+    db = tmp_path_factory.mktemp("tracking")
+    (db / "artifacts").mkdir()
+    settings = TrackingSettings.from_env({"MLFLOW_DEPLOYMENTS_TARGET": OUR_GATEWAY, "MLFLOW_WORKERS": "1"})
+    port = free_port()
+    command = server_command(settings, db_dir=db, artifacts_dir=db / "artifacts", host="127.0.0.1", port=port)
+    env = {**os.environ, **server_environment(settings, db_dir=db, auth_config_path=db / "auth.ini"),
+           "MLFLOW_DEPLOYMENTS_TARGET": OUR_GATEWAY}
+    log = open(db / "server.log", "wb")
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, (db / "server.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield settings, url, db
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+def api(url):
+    from mlflow_promptlab_utf8.ai_gateway_endpoints import TrackingGatewayAPI
+
+    return TrackingGatewayAPI(url, requests.Session())
+
+
+def endpoint_names(url) -> list[str]:
+    return sorted(e["name"] for e in api(url).endpoints())
+
+
+def test_sync_registers_each_model_once_follows_the_list_and_leaves_users_endpoints_alone(tracking):
+    from mlflow_promptlab_utf8.ai_gateway_endpoints import (
+        gateway_api_base, is_managed, sync_once)
+
+    settings, url, _ = tracking
+    base = gateway_api_base(settings)
+    assert base == f"{OUR_GATEWAY}/v1"
+
+    first = sync_once(api(url), ["tiny-ja", "tiny-b"], base)
+    assert sorted(first.created) == ["tiny-b", "tiny-ja"]
+    # A restart syncs again: nothing new.
+    again = sync_once(api(url), ["tiny-ja", "tiny-b"], base)
+    assert again.created == again.deleted == []
+    assert endpoint_names(url) == ["tiny-b", "tiny-ja"]
+    endpoint = next(e for e in api(url).endpoints() if e["name"] == "tiny-ja")
+    definition = endpoint["model_mappings"][0]["model_definition"]
+    assert (definition["provider"], definition["model_name"]) == ("openai", "tiny-ja")
+    assert is_managed(endpoint) and endpoint["usage_tracking"] is True
+
+    # A user's own endpoint, even one named like a model the stack serves later, is left alone.
+    gw = api(url)
+    user_definition = gw._call("POST", "/model-definitions/create", json={
+        "name": "users-own", "secret_id": gw.ensure_secret(base), "provider": "openai",
+        "model_name": "judge"})["model_definition"]["model_definition_id"]
+    gw._call("POST", "/endpoints/create", json={"name": "judge", "model_configs": [
+        {"model_definition_id": user_definition, "linkage_type": "PRIMARY", "weight": 1.0}]})
+
+    changed = sync_once(api(url), ["tiny-ja", "judge"], base)
+    assert changed.deleted == ["tiny-b"] and changed.created == [] and changed.left_alone == ["judge"]
+    assert endpoint_names(url) == ["judge", "tiny-ja"]
+    assert not is_managed(next(e for e in api(url).endpoints() if e["name"] == "judge"))
+    # The removed endpoint's model definition went with it; the user's stays.
+    definitions = sorted(d["name"] for d in api(url).model_definitions())
+    assert definitions == ["promptlab-stack-tiny-ja", "users-own"]
+
+    assert sync_once(api(url), [], base).deleted == ["tiny-ja"]
+    assert endpoint_names(url) == ["judge"]
+
+
+def test_only_the_stacks_own_gateway_is_allowed_as_a_private_http_upstream(tracking):
+    from mlflow_promptlab_utf8.ai_gateway_endpoints import gateway_api_base
+
+    settings, url, _ = tracking
+
+    def create_secret(name, api_base):
+        return requests.post(f"{url}/api/3.0/mlflow/gateway/secrets/create", timeout=10, json={
+            "secret_name": name, "provider": "openai", "secret_value": {"api_key": "k"},
+            "auth_config": {"api_base": api_base}})
+
+    assert create_secret("ours", gateway_api_base(settings)).status_code == 200
+    for name, other in (("port", "http://127.0.0.1:10/v1"), ("path", f"{OUR_GATEWAY}/admin"),
+                        ("host", "http://localhost:9/v1")):
+        r = create_secret(name, other)
+        assert r.status_code == 400, (other, r.text)
+        assert "api_base" in r.json()["message"]
+
+
+def test_the_secrets_passphrase_is_generated_once_and_kept_beside_the_database(tracking, tmp_path):
+    from mlflow_promptlab_utf8.settings import TrackingSettings
+    from mlflow_promptlab_utf8.start import server_environment
+
+    settings, _, db = tracking
+    kept = (db / ".kek_passphrase").read_text().strip()
+    assert len(kept) >= 32 and oct((db / ".kek_passphrase").stat().st_mode)[-3:] == "600"
+    env = server_environment(settings, db_dir=db, auth_config_path=tmp_path / "auth.ini")
+    assert env["MLFLOW_CRYPTO_KEK_PASSPHRASE"] == kept
+    chosen = TrackingSettings.from_env({"MLFLOW_CRYPTO_KEK_PASSPHRASE": "from-dot-env"})
+    assert server_environment(chosen, db_dir=tmp_path, auth_config_path=tmp_path / "a.ini")[
+        "MLFLOW_CRYPTO_KEK_PASSPHRASE"] == "from-dot-env"
