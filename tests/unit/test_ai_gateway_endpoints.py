@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -18,18 +20,23 @@ from loopback import free_port
 OUR_GATEWAY = "http://127.0.0.1:9"  # where the stack's endpoints point; nothing needs to listen
 
 
-@pytest.fixture(scope="module")
-def tracking(tmp_path_factory):
+@contextmanager
+def tracking_server(db, **env):
+    """`mlflow server` as the tracking image's start.py runs it, on loopback; yields its settings
+    and URL."""
     from mlflow_promptlab_utf8.settings import TrackingSettings
     from mlflow_promptlab_utf8.start import server_command, server_environment
 
-    db = tmp_path_factory.mktemp("tracking")
     (db / "artifacts").mkdir()
-    settings = TrackingSettings.from_env({"MLFLOW_DEPLOYMENTS_TARGET": OUR_GATEWAY, "MLFLOW_WORKERS": "1"})
+    env = {"MLFLOW_DEPLOYMENTS_TARGET": OUR_GATEWAY, "MLFLOW_WORKERS": "1", **env}
+    settings = TrackingSettings.from_env(env)
     port = free_port()
     command = server_command(settings, db_dir=db, artifacts_dir=db / "artifacts", host="127.0.0.1", port=port)
-    env = {**os.environ, **server_environment(settings, db_dir=db, auth_config_path=db / "auth.ini"),
-           "MLFLOW_DEPLOYMENTS_TARGET": OUR_GATEWAY}
+    command = [sys.executable, "-m", *command]  # `mlflow ...` from this interpreter's environment
+    env = {**os.environ, **env, **server_environment(settings, db_dir=db, auth_config_path=db / "auth.ini")}
+    if settings.basic_auth:  # what start.py does before the server starts
+        subprocess.run([sys.executable, "-c", "from mlflow_promptlab_utf8.start import bootstrap_basic_auth; "
+                        "bootstrap_basic_auth()"], env=env, check=True, capture_output=True)
     log = open(db / "server.log", "wb")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -43,11 +50,18 @@ def tracking(tmp_path_factory):
                 pass
             assert server.poll() is None and time.monotonic() < deadline, (db / "server.log").read_text()[-3000:]
             time.sleep(0.5)
-        yield settings, url, db
+        yield settings, url
     finally:
         server.terminate()
         server.wait(30)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory):
+    db = tmp_path_factory.mktemp("tracking")
+    with tracking_server(db) as (settings, url):
+        yield settings, url, db
 
 
 def api(url):
@@ -129,3 +143,38 @@ def test_the_secrets_passphrase_is_generated_once_and_kept_beside_the_database(t
     chosen = TrackingSettings.from_env({"MLFLOW_CRYPTO_KEK_PASSPHRASE": "from-dot-env"})
     assert server_environment(chosen, db_dir=tmp_path, auth_config_path=tmp_path / "a.ini")[
         "MLFLOW_CRYPTO_KEK_PASSPHRASE"] == "from-dot-env"
+
+
+def test_with_basic_auth_the_ai_gateway_needs_a_login_and_the_sync_logs_in_as_admin(tmp_path):
+    from mlflow_promptlab_utf8.ai_gateway_endpoints import TrackingGatewayAPI, gateway_api_base, sync_once
+
+    password = "s3cret-ascii"
+    with tracking_server(tmp_path, MLFLOW_AUTH_ADMIN_PASSWORD=password) as (settings, url):
+        chat = {"model": "tiny-ja", "messages": [{"role": "user", "content": "こんにちは"}]}
+        anonymous = {
+            "list": requests.get(f"{url}/api/3.0/mlflow/gateway/endpoints/list", timeout=10),
+            "ui list": requests.get(f"{url}/ajax-api/3.0/mlflow/gateway/endpoints/list", timeout=10),
+            "chat": requests.post(f"{url}/gateway/mlflow/v1/chat/completions", json=chat, timeout=10),
+            "invocations": requests.post(f"{url}/gateway/tiny-ja/mlflow/invocations", json=chat, timeout=10),
+        }
+        assert {k: r.status_code for k, r in anonymous.items()} == dict.fromkeys(anonymous, 401)
+
+        admin = (settings.mlflow_auth_admin_username.encode(), password.encode())  # as run() sends it
+        api = TrackingGatewayAPI(url, requests.Session(), auth=admin)
+        assert sync_once(api, ["tiny-ja"], gateway_api_base(settings)).created == ["tiny-ja"]
+        # Logged in, the call gets past the login to the stack's gateway (down here: port 9).
+        r = requests.post(f"{url}/gateway/mlflow/v1/chat/completions", json=chat, auth=admin, timeout=30)
+        assert r.status_code not in (401, 403) and r.status_code >= 500, r.text
+
+        # Canary: MLflow checks logins on its native routes (the AI Gateway's) with credentials
+        # decoded as ASCII, so a non-ASCII password is refused there while the Flask routes take
+        # it; start.py warns about such a password. When this fails, MLflow decodes UTF-8: drop
+        # the warning.
+        user = ("ユーザー".encode(), "パスワード-1234-abcd".encode())
+        created = requests.post(f"{url}/api/2.0/mlflow/users/create", auth=admin, timeout=10,
+                                json={"username": "ユーザー", "password": "パスワード-1234-abcd"})
+        assert created.status_code == 200, created.text
+        assert requests.get(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", auth=user,
+                            timeout=10).status_code == 200
+        r = requests.post(f"{url}/gateway/mlflow/v1/chat/completions", json=chat, auth=user, timeout=30)
+        assert r.status_code == 401, "MLflow's native routes now take non-ASCII passwords: drop start.py's warning"

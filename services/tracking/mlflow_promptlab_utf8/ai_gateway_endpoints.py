@@ -142,7 +142,8 @@ def sync_once(api: TrackingGatewayAPI, served: list[str], api_base: str) -> Sync
 def run(settings: TrackingSettings, tracking_url: str) -> None:
     """Sync forever: quickly until the first success, then every SYNC_INTERVAL_S."""
     session = requests.Session()
-    auth = ((settings.mlflow_auth_admin_username, settings.mlflow_auth_admin_password)
+    # UTF-8, as MLflow decodes Basic credentials (requests would encode them as Latin-1).
+    auth = ((settings.mlflow_auth_admin_username.encode(), settings.mlflow_auth_admin_password.encode())
             if settings.basic_auth else None)
     api = TrackingGatewayAPI(tracking_url, session, auth)
     api_base = gateway_api_base(settings)

@@ -110,6 +110,12 @@ def main() -> int:
         return 2
     os.environ.update(server_environment(settings))
     if settings.basic_auth:
+        if not settings.mlflow_auth_admin_password.isascii():
+            # tests/unit/test_ai_gateway_endpoints.py holds the canary for this MLflow limitation.
+            print("tracking: MLFLOW_AUTH_ADMIN_PASSWORD has non-ASCII characters: MLflow's AI Gateway "
+                  "routes (the Playground's chat, judges on gateway:/ endpoints) decode logins as ASCII "
+                  "and will refuse it; the rest of the UI accepts it. Use an ASCII password for those.",
+                  file=sys.stderr)
         bootstrap_basic_auth()
     if settings.mlflow_deployments_target:
         subprocess.Popen([sys.executable, "-m", "mlflow_promptlab_utf8.ai_gateway_endpoints"])
