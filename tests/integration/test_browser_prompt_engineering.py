@@ -1,4 +1,5 @@
-"""A user works in MLflow's Prompt Engineering UI in Japanese, in a real browser (issue 4).
+"""A user works in MLflow's Prompt Engineering UI and Playground in Japanese, in a real browser
+(issues 4 and 13).
 
 Playwright (sync API) drives Debian's Chromium against the session's compose stack (the `stack`
 fixture of conftest.py, shared with the other compose tests). The steps build on each other, so
@@ -57,8 +58,8 @@ class Scenario:
         page.on("console", self._on_console)
         page.on("response", self._on_response)
 
-    # MLflow asks for the signed-in user; without the auth app that is a harmless 404.
-    _NOISE = re.compile(r"/ajax-api/2\.0/mlflow/users/current")
+    # MLflow asks for the signed-in user and the users; without the auth app those are harmless 404s.
+    _NOISE = re.compile(r"/ajax-api/2\.0/mlflow/users/(current|list)")
 
     def _on_console(self, message) -> None:
         if message.type == "error" and not self._NOISE.search(message.location.get("url", "")):
@@ -427,3 +428,120 @@ def test_runs_made_by_promptlab_eval_work_in_the_evaluation_view(stack, page, st
         assert rows[0]["prompt"] == prompt
         assert rows[0]["output"] == greedy_chat(*stack_reference_model, [{"role": "user", "content": prompt}],
                                                 MAX_TOKENS)
+
+
+# -- MLflow 3's Playground, on the AI Gateway endpoints the stack registers (issue 13) -----------
+PLAYGROUND_MAX_TOKENS = 8
+SYSTEM_PROMPT = "あなたは果物の専門家です。"
+
+
+def gateway_requests_shown(s: Scenario, stack) -> int:
+    """The request count on the AI Gateway's usage page (every endpoint, the last 7 days)."""
+    page = s.page
+    page.goto(f"{stack.url}/#/gateway/usage")
+    page.reload()  # a fresh load: the same hash URL again would keep the figures already shown
+    expect(page.get_by_text("Requests", exact=True).first).to_be_visible(timeout=60_000)
+    deadline = time.monotonic() + 30
+    # The card's title comes first; its figure once the trace metrics have loaded.
+    while not (shown := re.search(r"\bRequests\s*\n\s*(\d[\d,]*)\s*\n", page.locator("body").inner_text())):
+        assert time.monotonic() < deadline, "the usage page shows no request count"
+        page.wait_for_timeout(500)
+    return int(shown.group(1).replace(",", ""))
+
+
+def playground_submit(s: Scenario) -> tuple[list[dict], dict]:
+    """Clicks Submit; returns (the messages sent, the chat completion the page got back)."""
+    page = s.page
+    with page.expect_response(lambda r: "/gateway/mlflow/v1/chat/completions" in r.url,
+                              timeout=EVALUATE_TIMEOUT_S * 1000) as response:
+        page.get_by_role("button", name="Submit").click()
+    assert response.value.status == 200, response.value.text()
+    return json.loads(response.value.request.post_data)["messages"], response.value.json()
+
+
+def test_user_chats_with_a_local_model_in_the_playground_and_keeps_the_prompt(stack, page, stack_reference_model):
+    from reference import greedy_chat
+
+    s = Scenario(page)
+    cards = page.get_by_test_id("mlflow.playground.assistant.text_card")
+    messages = page.get_by_placeholder("Type a message")
+
+    with s.step(1, "note the AI Gateway's request count, open a GenAI experiment's Playground"):
+        before = gateway_requests_shown(s, stack)
+        status, body = stack.request("POST", "ajax-api/2.0/mlflow/experiments/create", {
+            "name": f"プレイグラウンド {uuid.uuid4().hex[:8]}",
+            "tags": [{"key": "mlflow.experimentKind", "value": "genai_development"}]})
+        assert status == 200, body
+        page.goto(f"{stack.url}/#/experiments/{body['experiment_id']}/playground")
+        expect(page.get_by_role("heading", name="Playground")).to_be_visible(timeout=60_000)
+        s.dismiss_popups(wait_ms=3_000)
+
+    with s.step(2, f"the endpoint picker offers the stack's chat models; pick {CHAT}"):
+        page.get_by_text("Select an endpoint").click()
+        options = page.get_by_role("option")
+        expect(options.first).to_be_visible()
+        offered = [o.inner_text().splitlines()[0].strip() for o in options.all()]
+        assert {CHAT, SECOND, "judge"} <= set(offered), offered
+        options.nth(offered.index(CHAT)).click()
+
+    with s.step(3, "a system prompt, a Japanese question, temperature 0 and max tokens in Settings"):
+        page.get_by_role("button", name="Change message role").first.click()
+        page.get_by_role("menuitemradio", name="System").click()
+        messages.nth(0).fill(SYSTEM_PROMPT)
+        page.get_by_role("button", name="Add message").click()
+        messages.nth(1).fill("バナナは何色？")
+        page.get_by_role("button", name="Open model parameters").click()
+        page.locator("[id='mlflow.playground.params.temperature']").fill("0")
+        page.locator("[id='mlflow.playground.params.max_tokens']").fill(str(PLAYGROUND_MAX_TOKENS))
+        page.keyboard.press("Escape")
+
+    with s.step(4, "Submit: the answer equals greedy decoding, with its token usage under it"):
+        sent, answer = playground_submit(s)
+        assert sent == [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "バナナは何色？"}]
+        content = answer["choices"][0]["message"]["content"]
+        assert content == greedy_chat(*stack_reference_model, sent, PLAYGROUND_MAX_TOKENS)
+        expect(cards).to_have_count(1)
+        assert visible_text(cards.first.inner_text()) == visible_text(content)
+        usage = answer["usage"]
+        assert usage["completion_tokens"] == PLAYGROUND_MAX_TOKENS
+        expect(page.get_by_text(f"Tokens — input: {usage['prompt_tokens']}, output: {PLAYGROUND_MAX_TOKENS}, "
+                                f"total: {usage['total_tokens']}")).to_be_visible()
+
+    with s.step(5, "a second turn: the whole conversation goes to the model, answered as greedy"):
+        messages.last.fill("リンゴは？")
+        sent, answer = playground_submit(s)
+        assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+        assert sent[2]["content"] == content
+        second = answer["choices"][0]["message"]["content"]
+        assert second == greedy_chat(*stack_reference_model, sent, PLAYGROUND_MAX_TOKENS)
+        expect(cards).to_have_count(2)
+        s.screenshot("playground-ja.png")
+
+    prompt_name = f"fruit-chat-{uuid.uuid4().hex[:6]}"  # registry names: letters, digits, - _ .
+    with s.step(6, f"Save prompt: {prompt_name} v1 in the Prompt Registry"):
+        page.get_by_role("button", name="Save prompt").click()
+        page.locator("[id='mlflow.playground.save_prompt_version.name']").fill(prompt_name)
+        page.get_by_role("button", name="Save version").click()
+        expect(page.get_by_text(f"Saved {prompt_name} v1 to the registry")).to_be_visible()
+
+    with s.step(7, "Clear conversation, then Load prompt brings the saved messages back"):
+        page.get_by_role("button", name="Clear conversation").click()
+        expect(messages).to_have_count(1)
+        expect(messages.first).to_have_value("")
+        page.get_by_role("button", name="Load prompt").click()
+        page.get_by_text("Select a prompt").click()
+        page.get_by_role("option").filter(has_text=prompt_name).click()
+        page.get_by_text("Select a version").click()
+        page.get_by_role("option", name="v1").click()
+        page.get_by_role("button", name="Load", exact=True).click()
+        expect(page.get_by_text(re.compile(rf"Loaded {prompt_name} v1"))).to_be_visible()
+        expect(messages).to_have_count(3)
+        assert [m.input_value() for m in messages.all()] == [SYSTEM_PROMPT, "バナナは何色？", "リンゴは？"]
+        roles = [b.inner_text().strip() for b in page.get_by_role("button", name="Change message role").all()]
+        assert roles == ["System", "User", "User"], roles
+
+    with s.step(8, "the Playground's two calls are counted on the AI Gateway's usage page"):
+        deadline = time.monotonic() + 30
+        while (after := gateway_requests_shown(s, stack)) < before + 2:
+            assert time.monotonic() < deadline, f"usage page shows {after} requests, {before} before the chat"
+            page.wait_for_timeout(1000)

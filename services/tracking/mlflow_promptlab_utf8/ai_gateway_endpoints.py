@@ -157,7 +157,9 @@ def run(settings: TrackingSettings, tracking_url: str) -> None:
         except (requests.RequestException, RuntimeError, KeyError, ValueError) as e:
             error = f"{type(e).__name__}: {e}"
             if error != last_error:
-                _logger.warning("AI Gateway endpoints not synced yet (retrying): %s", error)
+                # At start the server and our gateway are still coming up: only news after that.
+                log = _logger.warning if synced else _logger.info
+                log("AI Gateway endpoints not synced (retrying): %s", error)
                 last_error = error
         else:
             last_error = None
