@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -106,6 +107,23 @@ class Stack:
     def invoke(self, endpoint: str, payload: dict) -> tuple[int, dict]:
         return self.request("POST", "ajax-api/2.0/mlflow/gateway-proxy",
                             {"gateway_path": f"gateway/{endpoint}/invocations", "json_data": payload})
+
+    def ai_gateway(self, what: str) -> list[dict]:
+        """The built-in AI Gateway's `endpoints`, `secrets` or `model-definitions`, as its UI lists them."""
+        status, body = self.request("GET", f"ajax-api/3.0/mlflow/gateway/{what}/list")
+        assert status == 200, body
+        return body.get(what.replace("-", "_"), [])
+
+    def wait_for_ai_gateway_endpoints(self, names: list[str], timeout: float = 90) -> None:
+        """Until the endpoints the stack registered in the built-in AI Gateway are `names` (sorted)."""
+        def registered() -> list[str]:
+            return sorted(e["name"] for e in self.ai_gateway("endpoints")
+                          if {"key": "promptlab-stack.managed", "value": "true"} in e.get("tags", []))
+
+        deadline = time.monotonic() + timeout
+        while (seen := registered()) != names:
+            assert time.monotonic() < deadline, f"AI Gateway endpoints {seen}, expected {names}\n{self.logs()}"
+            time.sleep(1)
 
     def create_experiment(self, name: str) -> str:
         status, body = self.request("POST", "ajax-api/2.0/mlflow/experiments/create", {"name": name})

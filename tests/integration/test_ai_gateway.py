@@ -22,23 +22,8 @@ MODELS = sorted([SERVED_MODEL_NAME, SECOND_MODEL_NAME, JUDGE_MODEL_NAME])
 SYNCED = "AI Gateway endpoints in sync"
 
 
-def ai_gateway(stack, what: str) -> list[dict]:
-    status, body = stack.request("GET", f"ajax-api/3.0/mlflow/gateway/{what}/list")
-    assert status == 200, body
-    return body.get(what.replace("-", "_"), [])
-
-
-def stack_endpoint_names(stack) -> list[str]:
-    managed = [e["name"] for e in ai_gateway(stack, "endpoints")
-               if {"key": "promptlab-stack.managed", "value": "true"} in e.get("tags", [])]
-    return sorted(managed)
-
-
-def wait_for_endpoints(stack, names: list[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while (seen := stack_endpoint_names(stack)) != names:
-        assert time.monotonic() < deadline, f"AI Gateway endpoints {seen}, expected {names}\n{stack.logs()}"
-        time.sleep(1)
+def wait_for_endpoints(stack, names: list[str]) -> None:
+    stack.wait_for_ai_gateway_endpoints(names)
 
 
 def wait_for_sync_since(stack, since: str, timeout: float = 120) -> None:
@@ -59,7 +44,7 @@ def test_every_chat_model_is_an_ai_gateway_endpoint_under_its_prompt_engineering
     chat_endpoints = sorted(e["name"] for e in listing["endpoints"] if e["endpoint_type"] == "llm/v1/chat")
     assert chat_endpoints == MODELS
     wait_for_endpoints(stack, MODELS)
-    for endpoint in ai_gateway(stack, "endpoints"):
+    for endpoint in stack.ai_gateway("endpoints"):
         definition = endpoint["model_mappings"][0]["model_definition"]
         assert (definition["provider"], definition["model_name"]) == ("openai", endpoint["name"])
         assert endpoint["usage_tracking"] and endpoint["experiment_id"]
@@ -96,7 +81,7 @@ def test_model_errors_keep_their_status_and_message_through_the_ai_gateway(stack
 
 def test_ai_gateway_calls_are_traced_for_its_usage_page(stack):
     wait_for_endpoints(stack, MODELS)
-    endpoint = next(e for e in ai_gateway(stack, "endpoints") if e["name"] == SERVED_MODEL_NAME)
+    endpoint = next(e for e in stack.ai_gateway("endpoints") if e["name"] == SERVED_MODEL_NAME)
 
     def traces() -> int:
         status, body = stack.request("GET", "ajax-api/2.0/mlflow/traces",
@@ -120,10 +105,10 @@ def test_after_a_tracking_restart_there_is_still_exactly_one_endpoint_per_model(
     stack.compose("restart", "tracking")
     stack.compose("up", "-d", "--wait", "tracking")
     wait_for_sync_since(stack, since)
-    names = [e["name"] for e in ai_gateway(stack, "endpoints")]
+    names = [e["name"] for e in stack.ai_gateway("endpoints")]
     assert sorted(names) == MODELS, names
-    assert [s["secret_name"] for s in ai_gateway(stack, "secrets")] == ["promptlab-stack-gateway"]
-    assert len(ai_gateway(stack, "model-definitions")) == len(MODELS)
+    assert [s["secret_name"] for s in stack.ai_gateway("secrets")] == ["promptlab-stack-gateway"]
+    assert len(stack.ai_gateway("model-definitions")) == len(MODELS)
 
 
 def test_a_model_taken_off_the_list_loses_its_endpoint(stack):

@@ -79,6 +79,18 @@ def test_the_tgi_profile_and_the_external_servers_get_their_endpoints(standin_st
                          "host-ts": chat, "host-ts-completions": completions}
 
 
+def test_external_endpoints_are_ai_gateway_endpoints_too_and_answer_there(standin_stack, standin_reference):
+    """The built-in AI Gateway (Playground, judges) gets the engine's and each external server's
+    chat endpoint, and a call there reaches the server (issue 13)."""
+    standin_stack.wait_for_ai_gateway_endpoints(sorted([CHAT, "host-ts", "net-ts"]))
+    messages = [{"role": "user", "content": "日本の首都は？"}]
+    for endpoint in ("net-ts", "host-ts"):
+        status, body = standin_stack.request("POST", "gateway/mlflow/v1/chat/completions", {
+            "model": endpoint, "messages": messages, "temperature": 0, "max_tokens": 8})
+        assert status == 200, body
+        assert body["choices"][0]["message"]["content"] == greedy_chat(*standin_reference, messages, 8)
+
+
 @pytest.mark.parametrize("endpoint", [CHAT, "net-ts", "host-ts"])
 def test_japanese_chat_equals_plain_transformers_with_usage(standin_stack, standin_reference, endpoint):
     status, body = standin_stack.invoke(endpoint, {"messages": QUESTION, "temperature": 0, "max_tokens": 12})
@@ -110,3 +122,4 @@ def test_a_stopped_server_is_a_readable_503_naming_it(standin_stack, host_server
     assert f"host.docker.internal:{port}" in body["message"] and "unreachable" in body["message"]
     # The other endpoints are unaffected.
     assert standin_stack.invoke("net-ts", {"messages": QUESTION, "max_tokens": 4})[0] == 200
+
