@@ -17,6 +17,8 @@ from mlflow.gateway.exceptions import AIGatewayException
 from mlflow.gateway.providers.base import BaseProvider
 from mlflow.gateway.schemas import chat, completions
 
+from promptlab_stack.model_state import STATE_PATH, failure_of
+
 from local_llm_gateway.engine_http import call
 from local_llm_gateway.unified_request import chat_body, completions_body
 
@@ -38,11 +40,20 @@ class HFPyfuncProvider(BaseProvider):
             raise TypeError(f"Invalid config type {config.model.config}")
         self.server_url = config.model.config.model_server_url
         self.invocations_url = f"{self.server_url.rstrip('/')}/invocations"
+        self.state_path = STATE_PATH  # the model-state volume, read-only here
 
     async def _invoke(self, body: dict[str, Any]) -> dict[str, Any]:
         if self.config.model.name:
             body = {**body, "model": self.config.model.name}
-        return await call("POST", self.invocations_url, f"The model server at {self.server_url}", body)
+        try:
+            return await call("POST", self.invocations_url, f"The model server at {self.server_url}", body)
+        except AIGatewayException as e:
+            # A model server that stopped on an error waiting cannot fix left the reason behind.
+            failure = failure_of(self.config.model.name or None, self.state_path) if e.status_code == 503 else None
+            if failure:
+                raise AIGatewayException(503, f"{failure} (the model server has stopped; after the fix, "
+                                              "run docker compose up -d again)") from e
+            raise
 
     def _answer(self, schema, resp: dict[str, Any]):
         try:

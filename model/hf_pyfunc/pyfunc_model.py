@@ -12,6 +12,7 @@ from mlflow.types.schema import ParamSchema, ParamSpec
 
 from hf_pyfunc.generator import Completion, HFGenerator
 from hf_pyfunc.model_pool import ModelPool
+from hf_pyfunc.preflight import STARTUP_ARTIFACT, read_startup
 from hf_pyfunc.requests import CHAT, parse_model_input
 from hf_pyfunc.settings import ModelServerSettings
 
@@ -37,8 +38,15 @@ class HuggingFaceChatModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context):
         # Every setting the server was started with, as start.py recorded it in the MLmodel file.
         self.settings = ModelServerSettings.model_validate(context.model_config or {})
-        self.pool = ModelPool(self.settings, HFGenerator)
-        self.pool.preload()
+        # What start.py's preflight found (where each model's files are), when it ran.
+        startup = read_startup(context.artifacts.get(STARTUP_ARTIFACT)) if context.artifacts else None
+        self.pool = ModelPool(self.settings, HFGenerator, plans=startup.plans if startup else None,
+                              state_path=startup.state_path if startup else None)
+        if startup:
+            # The server answers at once; the models arrive in the background (model_pool.py).
+            self.pool.start()
+        else:
+            self.pool.preload()
 
     # No type hints on model_input: MLflow would derive an input schema from them, and this
     # model takes both a list of strings and the unified chat/completions dict.

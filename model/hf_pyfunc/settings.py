@@ -44,11 +44,6 @@ class ModelServerSettings(ModelChoice, GenerationTimeout):
             return int(self.model_memory_budget_gb * 1e9)
         return int(0.8 * available_memory_bytes())
 
-    def missing_folders(self) -> list[str]:
-        """Entries naming a local folder (a path) that is not there, as written."""
-        return [f"{m.endpoint}={m.model_id}" for m in self.served_models
-                if m.model_id.startswith("/") and not Path(m.model_id).is_dir()]
-
     @property
     def request_timeout_s(self) -> float:
         """When a request's generation is stopped (the scoring server answers 504 then)."""

@@ -1,9 +1,15 @@
-"""Model server entrypoint: read the settings, save the pyfunc model, exec `mlflow models serve`.
+"""Model server entrypoint: read the settings, check the models (preflight.py), save the pyfunc
+model, exec `mlflow models serve`.
 
-Saving takes a second and writes no weights (they load in `load_context` from HF_HOME or a
-mounted folder), so the model is saved at every start, with the container's settings recorded
-whole in its MLmodel file. `server_command` and `server_environment` are what the container runs;
-the benchmark and the tests run the same.
+Saving takes a second and writes no weights (they arrive in the background once the server
+answers: model_pool.py), so the model is saved at every start, with the container's settings
+recorded whole in its MLmodel file and preflight's plan beside them. `server_command` and
+`server_environment` are what the container runs; the benchmark and the tests run the same.
+
+A bad setting or a model problem that waiting cannot fix stops the container with status 0 and a
+last log line naming the cause and the fix: compose's `restart: on-failure` restarts the server
+after a crash, but not into the same error again, and `docker compose up --wait` fails at once
+("exited (0)"). The reason also goes to the state file, so the gateway's 503 says it.
 """
 
 from __future__ import annotations
@@ -16,19 +22,27 @@ from pathlib import Path
 
 from promptlab_stack.settings import SettingsError
 
+from promptlab_stack.model_state import FAILED, QUEUED, STATE_PATH, write_state
+
+from hf_pyfunc.preflight import ModelProblem, check, write_startup
 from hf_pyfunc.settings import ModelServerSettings
 
 logger = logging.getLogger("hf_pyfunc.start")
 
 MODEL_DIR = Path("/tmp/pyfunc-model")
+STARTUP_FILE = Path("/tmp/pyfunc-startup.json")
+STOPPED = 0  # see above: not restarted by `restart: on-failure`
 PORT = 8080  # the model server's port on the compose network (the gateway's PYFUNC URL)
 
 
-def save(path: Path, settings: ModelServerSettings) -> None:
-    """Save the pyfunc model at `path` (replacing it), its settings as the MLmodel's model_config."""
+def save(path: Path, settings: ModelServerSettings, startup: Path | None = None) -> None:
+    """Save the pyfunc model at `path` (replacing it), its settings as the MLmodel's model_config
+    and, when given, preflight's startup file as an artifact (then the models load in the
+    background; without it, `load_context` loads them before the server answers)."""
     import mlflow.pyfunc
 
     from hf_pyfunc.pyfunc_model import SIGNATURE, HuggingFaceChatModel
+    from hf_pyfunc.preflight import STARTUP_ARTIFACT
 
     if path.exists():
         shutil.rmtree(path)
@@ -37,6 +51,7 @@ def save(path: Path, settings: ModelServerSettings) -> None:
         python_model=HuggingFaceChatModel(),
         model_config=settings.model_dump(),
         signature=SIGNATURE,
+        artifacts={STARTUP_ARTIFACT: str(startup)} if startup else None,
     )
 
 
@@ -51,19 +66,39 @@ def server_environment(settings: ModelServerSettings) -> dict[str, str]:
     return {"MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": f"{settings.request_timeout_s:g}"}
 
 
-def main() -> int:
+def stop_on(problem: ModelProblem, settings: ModelServerSettings, state_path: Path) -> int:
+    """Leave the reason in the state file and as the last log line; stop without a restart."""
+    models = {m.endpoint: {"model_id": m.model_id, "at_start": True,
+                           "state": FAILED if m.model_id == problem.model or problem.model in (m.endpoint, "")
+                           else QUEUED, "message": f"model {m.endpoint!r} ({m.model_id}) failed: {problem}"}
+              for m in settings.served_models}
+    for entry in models.values():
+        if entry["state"] != FAILED:
+            entry["message"] = f"not started: another model failed ({problem})"
+    write_state(models, state_path, stopped=True)
+    print(f"model server stopped: {problem}", file=sys.stderr)
+    return STOPPED
+
+
+def main(state_path: Path = STATE_PATH) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         settings = ModelServerSettings.from_env()
     except SettingsError as e:
         print(f"model server settings error: {e}", file=sys.stderr)
-        return 2
-    missing = settings.missing_folders()
-    if missing:
-        print(f"model server settings error: no such folder for {', '.join(missing)} (a /models/... "
-              "path is a folder under LOCAL_MODELS_DIR on the host)", file=sys.stderr)
-        return 2
-    save(MODEL_DIR, settings)
+        return STOPPED
+    write_state({m.endpoint: {"model_id": m.model_id, "state": QUEUED, "at_start": True,
+                              "message": f"model {m.endpoint!r} ({m.model_id}): checking it before the server starts"}
+                 for m in settings.served_models}, state_path)
+    try:
+        plans = check(settings)
+    except ModelProblem as problem:
+        return stop_on(problem, settings, state_path)
+    for plan in plans:
+        logger.info("Model %s (%s): %s, about %.2f GB once loaded", plan.endpoint, plan.model_id,
+                    f"{plan.download_bytes / 1e9:.2f} GB to download from the Hub" if plan.files
+                    else f"files in {plan.folder}", (plan.memory_bytes or 0) / 1e9)
+    save(MODEL_DIR, settings, write_startup(STARTUP_FILE, plans, state_path))
     logger.info("Saved pyfunc model for %s at %s; starting the scoring server",
                 ", ".join(f"{m.endpoint}={m.model_id}" for m in settings.served_models), MODEL_DIR)
     os.environ.update(server_environment(settings))

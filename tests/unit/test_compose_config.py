@@ -49,14 +49,15 @@ def test_only_the_tracking_ui_is_published_and_on_loopback(profile, tmp_path):
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_every_service_has_a_healthcheck_restart_policy_and_healthy_dependencies(profile, tmp_path):
+def test_every_service_has_a_healthcheck_and_restart_policy_and_the_ui_never_waits_for_a_model(profile, tmp_path):
     services = compose_config(profile, tmp_path=tmp_path)["services"]
     for name, s in services.items():
         assert s["healthcheck"]["test"], name
-        assert s["restart"] == "unless-stopped", name
+        # The pyfunc model server stops with 0 on a problem waiting cannot fix (no crash loop).
+        assert s["restart"] == ("on-failure" if name == "pyfunc" else "unless-stopped"), name
     assert services["tracking"]["depends_on"]["gateway"]["condition"] == "service_healthy"
-    engine_dep = services["gateway"]["depends_on"][profile]
-    assert engine_dep["condition"] == "service_healthy"
+    # The gateway, and so the UI, comes up whatever the engine does.
+    assert "depends_on" not in services["gateway"]
     assert services["tracking"]["environment"]["MLFLOW_DEPLOYMENTS_TARGET"] == "http://gateway:7000"
 
 
