@@ -27,7 +27,8 @@ class Progress:
     rate: float  # bytes/s over the last seconds
 
     def describe(self) -> str:
-        text = f"{self.done / GB:.2f} of {self.total / GB:.2f} GB"
+        unit, scale = ("GB", GB) if self.total >= GB / 10 else ("MB", MB)
+        text = f"{self.done / scale:.2f} of {self.total / scale:.2f} {unit}"
         if self.rate > 0:
             left = max(self.total - self.done, 0) / self.rate
             text += f" ({self.rate / MB:.1f} MB/s, about {_duration(left)} left)"

@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 UNLOADED = "unloaded"
 GB = 1e9
 RETRY_BACKOFF_S = (2, 4, 8, 16, 30, 60)  # then every 60 s
+# A request waits this long at most for a model that is loading (seconds to a minute), and not
+# at all for one that is queued, downloading or retrying (minutes to hours): it gets the 503 that
+# says so at once, and the UI stays responsive.
+LOAD_WAIT_S = 10.0
 PROGRESS_LOG_EVERY_S = 10.0
 
 
@@ -117,13 +121,19 @@ class ModelPool:
 
     # -- start -------------------------------------------------------------------------------
     def start(self) -> None:
-        """Fetch and load the models for the start in a background thread; returns at once."""
-        threading.Thread(target=self.preload, name="preload", daemon=True).start()
+        """Queue the models for the start, then fetch and load them in a background thread;
+        returns at once."""
+        queued = self._queue_for_start()
+        threading.Thread(target=self._load_queued, args=(queued,), name="preload", daemon=True).start()
 
     def wait_started(self, timeout: float) -> bool:
         return self.started.wait(timeout)
 
     def preload(self) -> None:
+        """What start() does, in this thread (the server then answers once it is done)."""
+        self._load_queued(self._queue_for_start())
+
+    def _queue_for_start(self) -> list:
         """The first model, then each next one whose estimated size still fits the budget; the
         others load on first use."""
         planned = 0
@@ -141,10 +151,13 @@ class ModelPool:
             for slot, _ in chosen:
                 slot.state, slot.at_start = QUEUED, True
         self.publish()
+        return chosen
+
+    def _load_queued(self, chosen: list) -> None:
         try:
             for slot, estimate in chosen:
                 with self._cond:
-                    if slot.state != QUEUED:  # a request got to it first
+                    if slot.state != QUEUED:
                         continue
                     slot.state, slot.attempt, slot.since = LOADING, slot.attempt + 1, time.monotonic()
                 self._load(slot, estimate)
@@ -193,6 +206,7 @@ class ModelPool:
         if slot is None:
             raise MlflowException(f"this model server has no model named {name!r}; it serves "
                                   f"{', '.join(self.slots)}", error_code=RESOURCE_DOES_NOT_EXIST)
+        deadline = min(deadline, time.monotonic() + LOAD_WAIT_S)
         with self._cond:
             waiting_for = None
             while slot.state != READY:
@@ -201,6 +215,8 @@ class ModelPool:
                 if slot.state in (UNLOADED, FAILED):
                     slot.state, slot.attempt, slot.since, slot.error = LOADING, slot.attempt + 1, time.monotonic(), ""
                     threading.Thread(target=self._load, args=(slot,), name=f"load {name}", daemon=True).start()
+                if slot.state in (QUEUED, DOWNLOADING, RETRYING):
+                    raise MlflowException(self.describe(slot), error_code=TEMPORARILY_UNAVAILABLE)
                 waiting_for = slot.attempt
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -245,7 +261,7 @@ class ModelPool:
 
         for attempt in range(1, 10_000):
             try:
-                self._set(slot, state=DOWNLOADING, detail=f"0.00 of {plan.download_bytes / GB:.2f} GB")
+                self._set(slot, state=DOWNLOADING, detail=Progress(0, plan.download_bytes, 0.0).describe())
                 folder = download(slot.model_id, plan.files, plan.download_bytes, self.token, on_progress)
                 plan.folder, plan.files = folder, []
                 return str(folder)

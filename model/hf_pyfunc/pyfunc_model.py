@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from typing import Any
@@ -31,11 +32,23 @@ SIGNATURE = ModelSignature(
 )
 
 
+def log_to_stderr() -> None:
+    """Our INFO lines (download progress, loads, batching) in the container's log: the scoring
+    server configures uvicorn's loggers only, and Python drops INFO records without a handler."""
+    logger = logging.getLogger("hf_pyfunc")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 class HuggingFaceChatModel(mlflow.pyfunc.PythonModel):
     """Chat and completions on any `AutoModelForCausalLM`s, with real token usage in the answer.
     A unified request's "model" names which of the served models answers (default: the first)."""
 
     def load_context(self, context):
+        log_to_stderr()
         # Every setting the server was started with, as start.py recorded it in the MLmodel file.
         self.settings = ModelServerSettings.model_validate(context.model_config or {})
         # What start.py's preflight found (where each model's files are), when it ran.

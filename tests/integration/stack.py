@@ -163,6 +163,13 @@ def reference_model(stack: Stack, name: str = SERVED_MODEL_NAME):
     return AutoTokenizer.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path).eval()
 
 
+def docker_host_address() -> str:
+    """This host's address on Docker's default bridge: where host.docker.internal points, and
+    where a container reaches a server the tests run on this host."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "docker0"], capture_output=True, text=True, check=True)
+    return out.stdout.split("inet ")[1].split("/")[0]
+
+
 def docker_available() -> bool:
     return shutil.which("docker") is not None and subprocess.run(
         ["docker", "info"], capture_output=True).returncode == 0

@@ -21,15 +21,14 @@ from constants import CHAT_ENDPOINT as CHAT
 from constants import COMPLETIONS_ENDPOINT as COMPLETIONS
 from loopback import free_port
 from reference import greedy_chat, greedy_completion
-from stack import assert_whole_conversation_reaches_the_model, reference_model, running_stack
+from stack import (
+    assert_whole_conversation_reaches_the_model,
+    docker_host_address,
+    reference_model,
+    running_stack,
+)
 
 QUESTION = [{"role": "user", "content": "りんごは何色ですか？"}]
-
-
-def docker_host_address() -> str:
-    """This host's address on Docker's default bridge: where host.docker.internal points."""
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "docker0"], capture_output=True, text=True, check=True)
-    return out.stdout.split("inet ")[1].split("/")[0]
 
 
 @pytest.fixture(scope="module")
