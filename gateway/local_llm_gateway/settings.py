@@ -69,7 +69,7 @@ class GatewaySettings(ModelChoice, GenerationTimeout):
     # Adds an "openai-<model>" chat endpoint per model when set; never written to the config file.
     openai_api_key: str = ""
     openai_chat_models: str = Field("gpt-4o-mini", description="comma-separated OpenAI model names")
-    stop_grace_period: Duration = Field(60.0, ge=0, description="a duration such as 60s, 2m or 1m30s")
+    stop_grace_period: Duration = Field(330.0, ge=0, description="a duration such as 60s, 2m or 1m30s")
 
     @property
     def openai_models(self) -> list[str]:

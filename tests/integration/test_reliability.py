@@ -219,6 +219,21 @@ def test_only_the_ui_is_published_and_containers_run_as_non_root(stack):
     assert touch.returncode != 0 and "Read-only" in touch.stdout
 
 
+def test_every_service_of_ours_is_locked_down_and_its_code_is_not_writable(stack):
+    for service in ("tracking", "gateway", "pyfunc"):
+        container = stack.compose("ps", "-q", service).stdout.strip()
+        host = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .HostConfig}}", container],
+                                         capture_output=True, text=True, check=True).stdout)
+        assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"], service
+        assert host["ReadonlyRootfs"] is True and host["PidsLimit"] == 1024, service
+        assert host["LogConfig"]["Config"] == {"max-size": "10m", "max-file": "3"}, service
+        # The app user can write its scratch space, not the root file system or its own code.
+        assert stack.compose("exec", "-T", service, "touch", "/tmp/x", check=False).returncode == 0
+        for path in ("/opt/venv/bin/python", "/usr/local/x"):
+            touch = stack.compose("exec", "-T", service, "touch", path, check=False)
+            assert touch.returncode != 0, f"{service} can write {path}"
+
+
 def test_no_secret_reaches_an_image_layer(stack):
     """HF_TOKEN and OPENAI_API_KEY are run-time environment only: not in any layer or image env."""
     for service in ("tracking", "gateway", "pyfunc"):

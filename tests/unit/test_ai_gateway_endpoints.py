@@ -3,6 +3,7 @@
 run as the tracking image runs it (our app, our environment), on loopback with a fresh database.
 
 The whole path (Playground, chat through the built-in gateway to the model) is in the compose tests.
+The tracking server's Host check (MLFLOW_ALLOWED_HOSTS) is tested here too, on the same server setup.
 """
 
 from __future__ import annotations
@@ -178,3 +179,43 @@ def test_with_basic_auth_the_ai_gateway_needs_a_login_and_the_sync_logs_in_as_ad
                             timeout=10).status_code == 200
         r = requests.post(f"{url}/gateway/mlflow/v1/chat/completions", json=chat, auth=user, timeout=30)
         assert r.status_code == 401, "MLflow's native routes now take non-ASCII passwords: drop start.py's warning"
+
+
+def test_allowed_hosts_add_to_mlflows_defaults(tmp_path):
+    """MLFLOW_ALLOWED_HOSTS is documented as extra hosts: 127.0.0.1 and localhost keep working."""
+    with tracking_server(tmp_path, MLFLOW_ALLOWED_HOSTS="mlflow.example.com") as (_, url):
+        def status(host: str) -> int:
+            return requests.get(f"{url}/api/2.0/mlflow/experiments/search?max_results=1",
+                                headers={"Host": host}, timeout=10).status_code
+
+        assert status("mlflow.example.com") == 200
+        assert status(url.removeprefix("http://")) == 200
+        assert status("localhost:5000") == 200
+        assert status("evil.example.net") == 403
+
+
+def test_auth_fails_closed_and_a_rotated_password_is_the_one_that_works(tmp_path):
+    """Basic auth once on stays on: a restart without the password does not open the server; a
+    password changed through MLflow's API works after a restart with it, the old one does not."""
+    from mlflow_promptlab_utf8.settings import TrackingSettings
+    from mlflow_promptlab_utf8.start import auth_dropped
+
+    old, new = "first-password-1", "second-password-2"
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    with tracking_server(tmp_path, MLFLOW_AUTH_ADMIN_PASSWORD=old) as (_, url):
+        r = requests.patch(f"{url}/api/2.0/mlflow/users/update-password", auth=("admin", old), timeout=10,
+                           json={"username": "admin", "password": new, "current_password": old})
+        assert r.status_code == 200, r.text
+
+    for env in ({}, {"MLFLOW_AUTH_ADMIN_PASSWORD": ""}):
+        problem = auth_dropped(TrackingSettings.from_env(env), db_dir=tmp_path)
+        assert problem and "stays down rather than start with every route open" in problem
+        assert "MLFLOW_AUTH_DISABLE=true" in problem
+    assert auth_dropped(TrackingSettings.from_env({"MLFLOW_AUTH_DISABLE": "true"}), db_dir=tmp_path) is None
+    assert auth_dropped(TrackingSettings.from_env({}), db_dir=tmp_path / "never-had-auth") is None
+
+    (tmp_path / "artifacts").rename(tmp_path / "artifacts-1")
+    with tracking_server(tmp_path, MLFLOW_AUTH_ADMIN_PASSWORD=new) as (_, url):
+        assert requests.get(url + search, auth=("admin", new), timeout=10).status_code == 200
+        assert requests.get(url + search, auth=("admin", old), timeout=10).status_code == 401
+        assert requests.get(url + search, timeout=10).status_code == 401

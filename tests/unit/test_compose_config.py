@@ -204,3 +204,14 @@ def test_secrets_are_never_build_arguments(tmp_path):
         args = services[name]["build"].get("args", {})
         assert set(args) <= {"BASE_IMAGE", "TORCH_INDEX_URL"}, args
         assert "hf_x" not in json.dumps(services[name]["build"])
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_our_services_are_locked_down_and_every_log_is_rotated(profile, tmp_path):
+    services = compose_config(profile, tmp_path=tmp_path)["services"]
+    for name, s in services.items():
+        assert s["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}, name
+        if name in ("tracking", "gateway", "pyfunc"):
+            assert s["cap_drop"] == ["ALL"] and s["security_opt"] == ["no-new-privileges:true"], name
+            assert s["read_only"] is True and set(s["tmpfs"]) == {"/tmp", "/home/app"}, name
+            assert s["pids_limit"] == 1024, name

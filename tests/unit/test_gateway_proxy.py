@@ -121,6 +121,14 @@ def test_broken_or_non_object_json_is_a_400(proxy, body):
     assert status == 400 and "JSON object" in answer["message"]
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data"])
+def test_a_post_that_is_not_json_is_refused_before_reaching_the_gateway(proxy, content_type):
+    # What a page on another origin can send without a CORS preflight.
+    body = b'{"gateway_path": "gateway/tiny-ja/invocations", "json_data": {"prompt": "x"}}'
+    status, answer = proxy.post_raw(body, content_type)
+    assert status == 415 and "application/json" in answer["message"] and content_type in answer["message"]
+
+
 def test_paths_outside_the_gateway_api_are_refused(proxy):
     status, body = post(proxy, "../admin", {})
     assert status == 400 and "Invalid gateway_path" in body["message"]

@@ -200,3 +200,11 @@ def test_the_model_server_stops_on_a_model_folder_that_is_not_there():
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("model server stopped: /models/not-there: no such folder"), last
     assert "LOCAL_MODELS_DIR" in last
+
+
+def test_the_default_stop_grace_period_covers_a_whole_generation():
+    from local_llm_gateway.settings import GatewaySettings
+    from promptlab_stack.settings import GenerationTimeout
+
+    generation = GenerationTimeout.from_env({}).generation_timeout_seconds
+    assert GatewaySettings.from_env({}).stop_grace_period > ui_proxy_timeout(generation)

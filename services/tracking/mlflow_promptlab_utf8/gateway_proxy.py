@@ -175,6 +175,11 @@ def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate
             if method == "GET":
                 args = dict(request.query_params)
             else:
+                # A cross-site form or text/plain POST needs no CORS preflight: only JSON is taken.
+                media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                if media_type != "application/json":
+                    raise ProxyError(415, "The UI's gateway proxy takes application/json request bodies, "
+                                          f"not {media_type or 'a body without a Content-Type'}")
                 try:
                     args = await request.json()
                 except ValueError:

@@ -15,9 +15,11 @@ class TrackingSettings(GenerationTimeout):
     mlflow_server_enable_job_execution: bool = Field(False, description="true or false")
     # Host headers accepted besides MLflow's defaults (localhost and private IPs).
     mlflow_allowed_hosts: str = Field("", description="comma-separated host names")
-    # Basic auth for the UI and API is on when an admin password is set.
+    # Basic auth for the UI and API is on when an admin password is set. Once it has been on, the
+    # server refuses to start without it unless MLFLOW_AUTH_DISABLE says so (start.py).
     mlflow_auth_admin_username: str = "admin"
     mlflow_auth_admin_password: str = ""
+    mlflow_auth_disable: bool = Field(False, description="true or false")
     # CSRF key shared by the workers; generated once and kept on the database volume when empty.
     mlflow_flask_server_secret_key: str = ""
     # Encrypts the built-in AI Gateway's secrets in the database; generated once and kept on the

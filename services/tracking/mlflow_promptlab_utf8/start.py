@@ -40,8 +40,18 @@ def server_command(settings: TrackingSettings, *, db_dir: Path = DB_DIR,
         "--uvicorn-opts", "--timeout-worker-healthcheck 60",
     ]
     if settings.mlflow_allowed_hosts:
-        command += ["--allowed-hosts", settings.mlflow_allowed_hosts]
+        command += ["--allowed-hosts", ",".join(allowed_hosts(settings))]
     return command
+
+
+def allowed_hosts(settings: TrackingSettings) -> list[str]:
+    """MLflow's default Host headers (localhost, private addresses) plus MLFLOW_ALLOWED_HOSTS:
+    `--allowed-hosts` alone would replace the defaults, and 127.0.0.1 would then get a 403."""
+    from mlflow.server.security_utils import get_default_allowed_hosts
+
+    extra = [h.strip() for h in settings.mlflow_allowed_hosts.split(",") if h.strip()]
+    defaults = get_default_allowed_hosts()
+    return defaults + [h for h in extra if h not in defaults]
 
 
 def basic_auth_ini(settings: TrackingSettings, db_dir: Path = DB_DIR) -> str:
@@ -93,6 +103,19 @@ def server_environment(settings: TrackingSettings, *, db_dir: Path = DB_DIR,
     return env
 
 
+def auth_dropped(settings: TrackingSettings, db_dir: Path = DB_DIR) -> str | None:
+    """Why the server must not start: basic auth was on for this database (its users are on the
+    volume) and the password is gone from the settings, which would open every route. None when
+    auth is on, was never on, or MLFLOW_AUTH_DISABLE turns it off on purpose."""
+    users = db_dir / "basic_auth.db"
+    if settings.basic_auth or settings.mlflow_auth_disable or not users.is_file():
+        return None
+    return (f"basic auth was turned on for this database (its users are in {users}) but "
+            "MLFLOW_AUTH_ADMIN_PASSWORD is empty, so the server stays down rather than start with every "
+            "route open. Set MLFLOW_AUTH_ADMIN_PASSWORD (the admin's current password, if it was changed in "
+            "the UI or the API), or set MLFLOW_AUTH_DISABLE=true to turn basic auth off on purpose")
+
+
 def bootstrap_basic_auth() -> None:
     """What `mlflow server --app-name basic-auth` does before starting workers: one clear error for
     a bad setup, and the admin user created once rather than by racing workers."""
@@ -107,6 +130,9 @@ def main() -> int:
         settings = TrackingSettings.from_env()
     except SettingsError as e:
         print(f"tracking settings error: {e}", file=sys.stderr)
+        return 2
+    if problem := auth_dropped(settings):
+        print(f"tracking settings error: {problem}", file=sys.stderr)
         return 2
     os.environ.update(server_environment(settings))
     if settings.basic_auth:
