@@ -32,6 +32,11 @@ from typing import Any, Callable
 logger = logging.getLogger(__name__)
 
 
+class QueueFull(RuntimeError):
+    """More jobs are waiting than `max_queued` allows: the request is refused at once, so that an
+    overloaded server answers "try again" in milliseconds instead of a timeout minutes later."""
+
+
 class DeadlineExceeded(TimeoutError):
     """The job's deadline passed (the server already answered 504): its generation was stopped."""
 
@@ -62,6 +67,7 @@ class MicroBatcher:
         window_s: float = 0.01,
         max_batch_size: int = 16,
         max_batch_tokens: int | None = None,
+        max_queued: int | None = None,
         name: str = "hf-batcher",
     ):
         if max_batch_size < 1:
@@ -72,6 +78,8 @@ class MicroBatcher:
         self.window_s = window_s
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.max_queued = max_queued  # jobs waiting for a batch; None: no bound
+        self.refused = 0
         self.name = name
         self._queue: deque[Job] = deque()
         self._cond = threading.Condition()
@@ -88,19 +96,27 @@ class MicroBatcher:
 
     # -- called from the request threads ------------------------------------------------------
     def submit(self, job: Job) -> Future:
+        return self.submit_all([job])[0]
+
+    def submit_all(self, jobs: list[Job]) -> list[Future]:
+        """Queue a request's jobs together, or none of them (QueueFull)."""
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
+            if self.max_queued is not None and len(self._queue) + len(jobs) > self.max_queued:
+                self.refused += 1
+                raise QueueFull(f"{len(self._queue)} prompts are already waiting for the model "
+                                f"(MAX_QUEUED_REQUESTS={self.max_queued})")
             if self._thread is None:
                 # Started on first use: nothing runs while the model is only being saved.
                 self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
                 self._thread.start()
-            self._queue.append(job)
+            self._queue.extend(jobs)
             if self._running:
                 unanswered = sum(not j.future.done() for j in self._running)
                 self._peak = max(self._peak, unanswered + len(self._queue))
             self._cond.notify()
-        return job.future
+        return [job.future for job in jobs]
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no batch runs and none is queued; False on timeout."""

@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED
+from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, REQUEST_LIMIT_EXCEEDED
 
 from promptlab_stack.text import drop_incomplete_utf8_tail
 
-from hf_pyfunc.batcher import DeadlineExceeded, Job, MicroBatcher, widen_thread_pool
+from hf_pyfunc.batcher import DeadlineExceeded, Job, MicroBatcher, QueueFull, widen_thread_pool
 from hf_pyfunc.requests import CHAT, GenerationRequest, SamplingParams, bad_request
 from hf_pyfunc.settings import ModelServerSettings
 
@@ -121,6 +121,7 @@ class HFGenerator:
             window_s=settings.batch_window_ms / 1000,
             max_batch_size=settings.max_batch_size,
             max_batch_tokens=settings.max_batch_tokens,
+            max_queued=settings.max_queued_requests,
             name=f"hf-batcher {model_id}",
         )
         # Each request waits for its batch in a thread of the server's pool: see generate().
@@ -163,10 +164,13 @@ class HFGenerator:
         rows = [self._settings(r, self.encode(r)) for r in requests]
         if deadline is None:
             deadline = time.monotonic() + self.request_timeout_s
-        jobs = [
-            self.batcher.submit(Job(row, width=len(row.ids), budget=row.budget, deadline=deadline))
-            for row in rows
-        ]
+        try:
+            jobs = self.batcher.submit_all(
+                [Job(row, width=len(row.ids), budget=row.budget, deadline=deadline) for row in rows])
+        except QueueFull as e:
+            # 429: the gateway and the UI proxy pass it on with Retry-After.
+            raise MlflowException(f"the model server is busy: {e}; try again in a moment",
+                                  error_code=REQUEST_LIMIT_EXCEEDED) from e
         try:
             return [job.result() for job in jobs]
         except DeadlineExceeded as e:

@@ -26,6 +26,9 @@ class ModelServerSettings(ModelChoice, GenerationTimeout):
     max_batch_tokens: int = Field(
         8192, ge=1, description="a whole number of padded positions, rows x (prompt + answer)"
     )
+    # Prompts that may wait for a batch, per model; past it a prompt is refused at once with a 429
+    # (Retry-After), instead of waiting minutes for a timeout.
+    max_queued_requests: int = Field(64, ge=1, description="a whole number, at least 1")
     torch_threads: int = Field(0, ge=0, description="a whole number of CPU threads, 0 for torch's default")
     # Models beyond it are loaded on demand and the least recently used one is unloaded
     # (model_pool.py); 0: 80% of the memory the container may use.

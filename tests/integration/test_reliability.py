@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -200,6 +201,44 @@ def test_200_requests_at_concurrency_16_without_failure_or_lost_run(stack):
     status, body = stack.request("POST", "ajax-api/2.0/mlflow/runs/search",
                                  {"experiment_ids": [experiment_id], "max_results": 1000})
     assert {r["info"]["run_id"] for r in body["runs"]} == run_ids
+
+
+def test_64_prompts_at_once_against_a_queue_of_16_are_answered_or_refused_fast(stack):
+    """Overload: past MAX_QUEUED_REQUESTS a prompt gets a 429 with Retry-After through the gateway
+    and the UI proxy at once (not a timeout minutes later); every accepted prompt is answered."""
+    original = dict(stack.extra_env)
+    stack.extra_env.update(MAX_QUEUED_REQUESTS="16", MAX_BATCH_SIZE="4")
+    try:
+        stack.compose("up", "-d", "--no-deps", "--wait", "pyfunc")
+
+        def one(i: int):
+            body = json.dumps({"gateway_path": f"gateway/{CHAT}/invocations", "json_data": {
+                "messages": [{"role": "user", "content": f"質問{i}"}], "temperature": 0, "max_tokens": 48}})
+            request = urllib.request.Request(f"{stack.url}/ajax-api/2.0/mlflow/gateway-proxy", data=body.encode(),
+                                             headers={"Content-Type": "application/json"}, method="POST")
+            started = time.monotonic()
+            try:
+                with urllib.request.urlopen(request, timeout=300) as r:
+                    return r.status, json.loads(r.read()), None, time.monotonic() - started
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read()), e.headers.get("Retry-After"), time.monotonic() - started
+
+        with ThreadPoolExecutor(64) as pool:
+            results = list(pool.map(one, range(64)))
+    finally:
+        stack.extra_env.clear()
+        stack.extra_env.update(original)
+        stack.compose("up", "-d", "--no-deps", "--wait", "pyfunc")
+    answered = [b for s, b, _, _ in results if s == 200]
+    refused = [(b, retry, took) for s, b, retry, took in results if s == 429]
+    assert len(answered) + len(refused) == 64, [(s, b) for s, b, _, _ in results if s not in (200, 429)][:3]
+    assert refused and answered, (len(answered), len(refused))
+    assert all(b["choices"][0]["message"]["content"] is not None for b in answered)
+    for body, retry, took in refused:
+        assert retry == "1" and "MAX_QUEUED_REQUESTS=16" in body["message"] and "busy" in body["message"], body
+    print(f"overload: {len(answered)} answered, {len(refused)} refused, slowest refusal "
+          f"{max(t for _, _, t in refused):.2f} s")
+    assert max(t for _, _, t in refused) < 5
 
 
 # -- exposure -----------------------------------------------------------------------------------

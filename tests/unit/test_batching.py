@@ -340,3 +340,43 @@ def test_the_scoring_servers_thread_pool_grows_to_hold_a_full_batch():
         await asyncio.gather(*(asyncio.to_thread(together.wait, 10) for _ in range(20)))
 
     asyncio.run(serve())
+
+
+def test_a_full_queue_refuses_at_once_and_loses_nothing_it_accepted():
+    from hf_pyfunc.batcher import QueueFull
+
+    release = threading.Event()
+
+    def run_batch(jobs):
+        release.wait(10)
+        for job in jobs:
+            job.future.set_result(job.payload)
+
+    batcher = MicroBatcher(run_batch, window_s=0, max_batch_size=1, max_queued=2)
+    running = batcher.submit(Job("running"))
+    deadline = time.monotonic() + 5
+    while not batcher._running:  # the first job is on the model
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    queued = batcher.submit_all([Job("a"), Job("b")])
+    started = time.monotonic()
+    with pytest.raises(QueueFull, match="2 prompts are already waiting .*MAX_QUEUED_REQUESTS=2"):
+        batcher.submit(Job("refused"))
+    assert time.monotonic() - started < 0.1 and batcher.refused == 1
+    release.set()
+    assert [f.result(10) for f in [running, *queued]] == ["running", "a", "b"]
+    batcher.close(5)
+
+
+def test_a_busy_model_server_is_a_429_through_the_gateway_with_retry_after():
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from local_llm_gateway.retry_after import RetryAfterOn429
+    from starlette.responses import JSONResponse
+
+    app = FastAPI()
+    app.get("/busy")(lambda: JSONResponse({"detail": "the model server is busy"}, status_code=429))
+    app.get("/fine")(lambda: {"ok": True})
+    client = TestClient(RetryAfterOn429(app))
+    assert client.get("/busy").headers["retry-after"] == "1"
+    assert "retry-after" not in client.get("/fine").headers

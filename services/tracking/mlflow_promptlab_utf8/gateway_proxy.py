@@ -156,7 +156,9 @@ def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate
     from starlette.responses import PlainTextResponse, Response
 
     def answer(status: int, body: bytes) -> Response:
-        return Response(body, status_code=status, media_type="application/json")
+        # A 429 is the model server's full queue (the gateway says when to try again: 1 s).
+        headers = {"Retry-After": "1"} if status == 429 else None
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
 
     async def gateway_proxy(request):
         if authenticate is not None:
