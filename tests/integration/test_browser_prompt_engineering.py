@@ -522,7 +522,9 @@ def test_user_chats_with_a_local_model_in_the_playground_and_keeps_the_prompt(st
         page.get_by_role("button", name="Save prompt").click()
         page.locator("[id='mlflow.playground.save_prompt_version.name']").fill(prompt_name)
         page.get_by_role("button", name="Save version").click()
-        expect(page.get_by_text(f"Saved {prompt_name} v1 to the registry")).to_be_visible()
+        # The toast (an aria-live copy of it may be there too).
+        expect(page.get_by_text(f"Saved {prompt_name} v1 to the registry").first).to_be_visible()
+        expect(page.get_by_role("dialog")).to_have_count(0)  # closed, its overlay gone
 
     with s.step(7, "Clear conversation, then Load prompt brings the saved messages back"):
         page.get_by_role("button", name="Clear conversation").click()
@@ -534,7 +536,8 @@ def test_user_chats_with_a_local_model_in_the_playground_and_keeps_the_prompt(st
         page.get_by_text("Select a version").click()
         page.get_by_role("option", name="v1").click()
         page.get_by_role("button", name="Load", exact=True).click()
-        expect(page.get_by_text(re.compile(rf"Loaded {prompt_name} v1"))).to_be_visible()
+        expect(page.get_by_text(re.compile(rf"Loaded {prompt_name} v1")).first).to_be_visible()
+        expect(page.get_by_role("dialog")).to_have_count(0)
         expect(messages).to_have_count(3)
         assert [m.input_value() for m in messages.all()] == [SYSTEM_PROMPT, "バナナは何色？", "リンゴは？"]
         roles = [b.inner_text().strip() for b in page.get_by_role("button", name="Change message role").all()]
