@@ -26,6 +26,9 @@ def bad_request(message: str) -> MlflowException:
     return MlflowException.invalid_parameter_value(message)
 
 
+# OpenAI allows 4 stop strings; a few more cost nothing, thousands would slow every step.
+MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 256
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-request generation settings; None means "use the model's generation_config"."""
@@ -58,6 +61,11 @@ class SamplingParams:
                 raise bad_request("stop must be a string or a list of strings")
         else:
             raise bad_request("stop must be a string or a list of strings")
+        # Every stop string is checked against every new token of every row: bound the work.
+        if len(stop) > MAX_STOP_STRINGS:
+            raise bad_request(f"stop has {len(stop)} strings; at most {MAX_STOP_STRINGS} are allowed")
+        if any(len(s) > MAX_STOP_CHARS for s in stop):
+            raise bad_request(f"a stop string may be at most {MAX_STOP_CHARS} characters long")
         return cls(temperature, max_tokens, top_p, tuple(s for s in stop if s))
 
     @property

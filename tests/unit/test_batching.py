@@ -380,3 +380,16 @@ def test_a_busy_model_server_is_a_429_through_the_gateway_with_retry_after():
     client = TestClient(RetryAfterOn429(app))
     assert client.get("/busy").headers["retry-after"] == "1"
     assert "retry-after" not in client.get("/fine").headers
+
+
+@pytest.mark.parametrize("stop, words", [
+    (["x"] * 17, "stop has 17 strings; at most 16"),
+    (["y" * 257], "at most 256 characters"),
+])
+def test_the_stop_list_is_bounded_with_a_400_that_says_so(stop, words):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match=words) as e:
+        SamplingParams.from_params({"stop": stop})
+    assert e.value.get_http_status_code() == 400
+    assert SamplingParams.from_params({"stop": ["x"] * 16}).stop == ("x",) * 16

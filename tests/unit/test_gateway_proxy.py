@@ -44,7 +44,7 @@ class Proxy:
 
 
 @contextmanager
-def proxy_to(target: str, timeout_s: float = 30):
+def proxy_to(target: str, timeout_s: float = 30, **options):
     """Our route installed as on MLflow's FastAPI app: after Flask was mounted at "/", whose
     stock view would answer "stock" if the route did not take precedence. The app's lifespan
     closes the route's pooled connections at the end."""
@@ -59,7 +59,7 @@ def proxy_to(target: str, timeout_s: float = 30):
     app = FastAPI()
     # Stands for MLflow's WSGI mount of the Flask app: it answers whatever reaches it.
     app.mount("/", PlainTextResponse("stock"))
-    assert install_gateway_proxy(app, flask_app, target=target, timeout_s=timeout_s) == [PROXY_URL]
+    assert install_gateway_proxy(app, flask_app, target=target, timeout_s=timeout_s, **options) == [PROXY_URL]
     with TestClient(app) as client:
         yield Proxy(client)
 
@@ -127,6 +127,16 @@ def test_a_post_that_is_not_json_is_refused_before_reaching_the_gateway(proxy, c
     body = b'{"gateway_path": "gateway/tiny-ja/invocations", "json_data": {"prompt": "x"}}'
     status, answer = proxy.post_raw(body, content_type)
     assert status == 415 and "application/json" in answer["message"] and content_type in answer["message"]
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read_or_passed_on(gateway_url):
+    with proxy_to(gateway_url, max_body_bytes=1000) as proxy:
+        huge = json.dumps({"gateway_path": "gateway/tiny-ja/invocations",
+                           "json_data": {"prompt": "りんご" * 1000}}).encode()
+        status, answer = proxy.post_raw(huge)
+        assert status == 413 and "at most 1,000" in answer["message"] and "MAX_REQUEST_MB" in answer["message"]
+        status, _ = proxy.post_raw(json.dumps({"gateway_path": "../x", "json_data": {}}).encode())
+        assert status == 400  # a small body goes on to the usual checks
 
 
 def test_paths_outside_the_gateway_api_are_refused(proxy):

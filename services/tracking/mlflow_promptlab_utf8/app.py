@@ -57,7 +57,8 @@ def create_app(app=None):
         served = app
     if served_by_uvicorn():
         install_gateway_proxy(served, app, target=settings.mlflow_deployments_target,
-                              timeout_s=settings.ui_proxy_timeout_s, authenticate=authenticate)
+                              timeout_s=settings.ui_proxy_timeout_s, authenticate=authenticate,
+                              max_body_bytes=settings.max_request_bytes)
     else:
         _logger.info("promptlab-utf8: not under uvicorn; the UI's gateway proxy stays MLflow's own, "
                         "which answers every gateway error with a 500")

@@ -28,6 +28,8 @@ ERROR_CODES = {
     401: "UNAUTHENTICATED",
     403: "PERMISSION_DENIED",
     404: "RESOURCE_DOES_NOT_EXIST",
+    413: "REQUEST_LIMIT_EXCEEDED",
+    415: "INVALID_PARAMETER_VALUE",
     422: "INVALID_PARAMETER_VALUE",
     429: "RESOURCE_EXHAUSTED",
     503: "TEMPORARILY_UNAVAILABLE",
@@ -147,7 +149,27 @@ class GatewayClient:
             await self._session.close()
 
 
-def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate=None):
+DEFAULT_MAX_BODY_BYTES = 8_000_000
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, or ProxyError 413 as soon as it is larger than `limit` (the whole of a
+    huge body is never read, let alone passed on to the gateway and the model server)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ProxyError(413, f"The request body is {int(declared):,} bytes; the UI's gateway proxy takes "
+                              f"at most {limit:,} (MAX_REQUEST_MB)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ProxyError(413, f"The request body is larger than {limit:,} bytes, the most the UI's "
+                                  "gateway proxy takes (MAX_REQUEST_MB)")
+    return bytes(body)
+
+
+def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate=None,
+                                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
     """The route's endpoint. `target` is the gateway's URL (empty: no gateway). `authenticate
     (request)`, given when MLflow's basic auth is on, returns the user, None, or a response to send
     instead (a login challenge): MLflow's auth middleware does not check this route itself."""
@@ -182,8 +204,9 @@ def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate
                 if media_type != "application/json":
                     raise ProxyError(415, "The UI's gateway proxy takes application/json request bodies, "
                                           f"not {media_type or 'a body without a Content-Type'}")
+                body = await read_body(request, max_body_bytes)
                 try:
-                    args = await request.json()
+                    args = json.loads(body)
                 except ValueError:
                     args = None  # refused by gateway_request as "not a JSON object"
             gateway_path, url, json_data = gateway_request(target, method, args)
@@ -208,11 +231,11 @@ def gateway_proxy_paths(flask_app) -> list[str]:
 
 
 def install_gateway_proxy(fastapi_app, flask_app, *, target: str, timeout_s: float,
-                          authenticate=None) -> list[str]:
+                          authenticate=None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> list[str]:
     """Serve the Flask app's gateway-proxy URLs with our route, ahead of the Flask mount; close the
     connection pool with the app. Returns the paths."""
     client = GatewayClient(timeout_s)
-    endpoint = make_gateway_proxy_endpoint(client, target, authenticate)
+    endpoint = make_gateway_proxy_endpoint(client, target, authenticate, max_body_bytes)
     paths = gateway_proxy_paths(flask_app)
     for path in paths:
         add_route_before_flask(fastapi_app, path, endpoint, ["GET", "POST"])

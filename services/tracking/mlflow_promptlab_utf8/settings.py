@@ -25,12 +25,18 @@ class TrackingSettings(GenerationTimeout):
     # Encrypts the built-in AI Gateway's secrets in the database; generated once and kept on the
     # database volume when empty.
     mlflow_crypto_kek_passphrase: str = ""
+    # The largest request body the UI's gateway proxy reads (a 413 past it).
+    max_request_mb: float = Field(8.0, gt=0, description="megabytes, more than 0")
     # Where the UI's gateway proxy sends prompts (docker-compose.yml wires it to the gateway).
     mlflow_deployments_target: str = Field("", description="the gateway's http(s) URL")
 
     @property
     def basic_auth(self) -> bool:
         return bool(self.mlflow_auth_admin_password)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1e6)
 
     @property
     def ui_proxy_timeout_s(self) -> float:
