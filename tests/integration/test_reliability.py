@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from constants import CHAT_ENDPOINT as CHAT
+from constants import REPO
 USER = [{"role": "user", "content": "りんごは何色ですか？"}]
 
 
@@ -180,6 +181,34 @@ def test_down_without_volumes_keeps_data(stack):
     stack.compose("down")
     stack.up()
     run_is_intact(stack, run_id, "もも")
+
+
+def test_a_backup_taken_while_running_brings_every_run_back_after_its_volumes_are_gone(stack):
+    experiment_id = stack.create_experiment(f"backup {time.time()}")
+    run_ids = {value: create_promptlab_run(stack, experiment_id, value) for value in ("かき", "なし")}
+    backup = stack.exec_tracking("promptlab-backup")
+    assert backup.returncode == 0 and backup.stdout[:512].strip(), backup.stderr.decode()[-2000:]
+    assert "promptlab-backup:" in backup.stderr.decode()
+
+    # Lose the tracking server's data: its container and both of its volumes.
+    stack.compose("rm", "-sfv", "tracking")
+    for volume in ("mlflow-db", "mlflow-artifacts"):
+        subprocess.run(["docker", "volume", "rm", f"{stack.project}_{volume}"], check=True, capture_output=True)
+    stack.compose("up", "-d", "--no-deps", "--wait", "tracking")
+    status, _ = stack.request("GET", "ajax-api/2.0/mlflow/runs/get", query={"run_id": run_ids["かき"]})
+    assert status == 404
+
+    refused = stack.exec_tracking("promptlab-restore", stdin=backup.stdout)
+    assert refused.returncode == 2 and "stop it first" in refused.stderr.decode()
+    stack.compose("stop", "tracking")
+    files = [a for f in stack.compose_files for a in ("-f", str(REPO / f))]
+    restore = subprocess.run(["docker", "compose", *files, "--profile", stack.profile, "run", "--rm", "-T",
+                              "--no-deps", "tracking", "promptlab-restore"], cwd=REPO, env=stack.env,
+                             input=backup.stdout, capture_output=True, timeout=300)
+    assert restore.returncode == 0, restore.stderr.decode()[-2000:]
+    stack.compose("up", "-d", "--no-deps", "--wait", "tracking")
+    for value, run_id in run_ids.items():
+        run_is_intact(stack, run_id, value)
 
 
 # -- load ---------------------------------------------------------------------------------------

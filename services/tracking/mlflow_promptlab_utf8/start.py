@@ -116,6 +116,19 @@ def auth_dropped(settings: TrackingSettings, db_dir: Path = DB_DIR) -> str | Non
             "the UI or the API), or set MLFLOW_AUTH_DISABLE=true to turn basic auth off on purpose")
 
 
+def use_wal(db_dir: Path = DB_DIR) -> None:
+    """SQLite in write-ahead-log mode (kept in the file): readers no longer block the writer, so
+    the UI stays responsive while runs are written, and a backup (backup.py) reads a snapshot
+    while the server writes. An empty database file is fine: MLflow creates its tables in it."""
+    import sqlite3
+
+    for name in ("mlflow.db", "basic_auth.db"):
+        path = db_dir / name
+        if name == "mlflow.db" or path.is_file():
+            with sqlite3.connect(path) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+
+
 def bootstrap_basic_auth() -> None:
     """What `mlflow server --app-name basic-auth` does before starting workers: one clear error for
     a bad setup, and the admin user created once rather than by racing workers."""
@@ -135,6 +148,7 @@ def main() -> int:
         print(f"tracking settings error: {problem}", file=sys.stderr)
         return 2
     os.environ.update(server_environment(settings))
+    use_wal()
     if settings.basic_auth:
         if not settings.mlflow_auth_admin_password.isascii():
             # tests/unit/test_ai_gateway_endpoints.py holds the canary for this MLflow limitation.
@@ -143,6 +157,7 @@ def main() -> int:
                   "and will refuse it; the rest of the UI accepts it. Use an ASCII password for those.",
                   file=sys.stderr)
         bootstrap_basic_auth()
+        use_wal()
     if settings.mlflow_deployments_target:
         subprocess.Popen([sys.executable, "-m", "mlflow_promptlab_utf8.ai_gateway_endpoints"])
     command = server_command(settings)

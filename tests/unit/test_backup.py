@@ -1,0 +1,61 @@
+"""promptlab-backup / promptlab-restore (services/tracking/mlflow_promptlab_utf8/backup.py) on real
+SQLite databases in WAL mode, as the tracking server keeps them (start.py's use_wal); the compose
+test (test_reliability.py) does backup, `down -v`, restore on the running stack."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import tarfile
+
+import pytest
+
+
+def make_store(db_dir, artifacts_dir):
+    from mlflow_promptlab_utf8.start import use_wal
+
+    db_dir.mkdir()
+    artifacts_dir.mkdir()
+    use_wal(db_dir)
+    with sqlite3.connect(db_dir / "mlflow.db") as db:
+        db.execute("CREATE TABLE runs (id TEXT, name TEXT)")
+        db.executemany("INSERT INTO runs VALUES (?, ?)", [("r1", "りんご"), ("r2", "バナナ")])
+    (db_dir / ".kek_passphrase").write_text("secret")
+    (artifacts_dir / "1" / "r1").mkdir(parents=True)
+    (artifacts_dir / "1" / "r1" / "eval_results_table.json").write_text('{"x": "りんご"}', encoding="utf-8")
+
+
+def test_a_backup_taken_while_a_writer_is_busy_restores_every_row_key_and_artifact(tmp_path):
+    from mlflow_promptlab_utf8.backup import backup, restore
+
+    db_dir, artifacts_dir = tmp_path / "db", tmp_path / "artifacts"
+    make_store(db_dir, artifacts_dir)
+    assert sqlite3.connect(db_dir / "mlflow.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    writer = sqlite3.connect(db_dir / "mlflow.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # the server in the middle of a write
+    writer.execute("INSERT INTO runs VALUES ('r3', 'ぶどう')")
+    out = io.BytesIO()
+    names = backup(out, db_dir, artifacts_dir)
+    writer.execute("COMMIT")
+    assert names == ["db/mlflow.db", "db/.kek_passphrase", "artifacts/1/r1/eval_results_table.json"]
+
+    new_db, new_artifacts = tmp_path / "new-db", tmp_path / "new-artifacts"
+    new_db.mkdir()
+    new_artifacts.mkdir()
+    assert restore(io.BytesIO(out.getvalue()), new_db, new_artifacts) == 3
+    rows = sqlite3.connect(new_db / "mlflow.db").execute("SELECT id, name FROM runs ORDER BY id").fetchall()
+    assert rows == [("r1", "りんご"), ("r2", "バナナ")]  # the snapshot: the write in flight is not half in it
+    assert (new_db / ".kek_passphrase").read_text() == "secret"
+    assert (new_artifacts / "1" / "r1" / "eval_results_table.json").read_text(encoding="utf-8") == '{"x": "りんご"}'
+
+
+def test_restore_refuses_a_file_that_is_not_a_backup(tmp_path):
+    from mlflow_promptlab_utf8.backup import restore
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("artifacts/../../etc/passwd")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(SystemExit, match="not part of a promptlab-backup file"):
+        restore(io.BytesIO(out.getvalue()), tmp_path, tmp_path)
