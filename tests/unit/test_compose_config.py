@@ -215,3 +215,14 @@ def test_our_services_are_locked_down_and_every_log_is_rotated(profile, tmp_path
             assert s["cap_drop"] == ["ALL"] and s["security_opt"] == ["no-new-privileges:true"], name
             assert s["read_only"] is True and set(s["tmpfs"]) == {"/tmp", "/home/app"}, name
             assert s["pids_limit"] == 1024, name
+
+
+def test_memory_limits_are_knobs_with_no_limit_by_default(tmp_path):
+    services = compose_config("pyfunc", tmp_path=tmp_path)["services"]
+    assert {name: services[name].get("mem_limit") for name in ("tracking", "gateway", "pyfunc")} == dict.fromkeys(
+        ("tracking", "gateway", "pyfunc"), services["pyfunc"].get("mem_limit"))
+    assert services["pyfunc"].get("mem_limit") in (None, "0", 0)
+    limited = compose_config("pyfunc", env={"MODEL_MEMORY_LIMIT": "6g", "SERVICE_MEMORY_LIMIT": "1g"},
+                             tmp_path=tmp_path)["services"]
+    assert int(limited["pyfunc"]["mem_limit"]) == 6 * 1024**3
+    assert int(limited["tracking"]["mem_limit"]) == int(limited["gateway"]["mem_limit"]) == 1024**3
