@@ -39,6 +39,7 @@ from promptlab_stack.model_state import (
 )
 
 from hf_pyfunc.model_download import Progress, describe_permanent, download, is_transient
+from hf_pyfunc.preflight import loaded_size, snapshot_folder, weight_files
 from hf_pyfunc.settings import ModelServerSettings
 
 logger = logging.getLogger(__name__)
@@ -72,32 +73,17 @@ class Slot:
 
 
 def estimate_bytes(model_id: str, cuda: bool) -> int | None:
-    """What the weights will take once loaded: the weight files' size, doubled when bf16/fp16
-    weights are loaded as float32 (on CPU) and halved the other way. None when the files are not
-    on this machine yet (a repo that was never downloaded)."""
-    folder = Path(model_id)
-    if not folder.is_dir():
-        try:
-            from huggingface_hub import snapshot_download
-
-            folder = Path(snapshot_download(model_id, local_files_only=True))
-        except Exception:
-            return None
-    files = list(folder.glob("*.safetensors")) or list(folder.glob("pytorch_model*.bin"))
+    """What the weights will take once loaded (preflight.loaded_size of the weight files). None
+    when the files are not on this machine yet (a repo that was never downloaded)."""
+    folder = Path(model_id) if Path(model_id).is_dir() else snapshot_folder(model_id)
+    files = weight_files(folder) if folder is not None else []
     if not files:
         return None
-    size = sum(f.stat().st_size for f in files)
     try:
         config = json.loads((folder / "config.json").read_text())
-        saved = str(config.get("torch_dtype") or config.get("dtype") or "float32")
     except (OSError, ValueError):
-        saved = "float32"
-    half = saved in ("bfloat16", "float16")
-    if half and not cuda:
-        return size * 2
-    if not half and cuda:
-        return size // 2
-    return size
+        config = {}  # saved as float32, as transformers assumes
+    return loaded_size(sum(f.stat().st_size for f in files), config, cuda)
 
 
 class ModelPool:

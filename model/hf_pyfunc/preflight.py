@@ -78,27 +78,23 @@ def check(settings: ModelServerSettings, token: str | None = None) -> list[Model
     limit = memory_limit_bytes(settings)
     cuda = device_is_cuda(settings.device)
     # Local folders first: their problems are found in milliseconds, before any Hub call.
-    for m in settings.served_models:
-        if m.model_id.startswith("/"):
-            check_folder(m.model_id)
+    folders = {m.model_id: check_folder(m.model_id) for m in settings.served_models if m.model_id.startswith("/")}
     plans = []
     for m in settings.served_models:
         plan = ModelPlan(m.endpoint, m.model_id)
-        if m.model_id.startswith("/") or Path(m.model_id).is_dir():
+        if m.model_id in folders:
+            plan.folder = folders[m.model_id]
+        elif Path(m.model_id).is_dir():
             plan.folder = check_folder(m.model_id)
+        elif (cached := cached_snapshot(m.model_id)) is not None:
+            plan.folder = check_folder(str(cached), shown=m.model_id)
+        if plan.folder is not None:
             config = read_config(plan.folder / "config.json", m.model_id)
-            weights = weight_files(plan.folder)
-            size = sum(f.stat().st_size for f in weights)
+            size = sum(f.stat().st_size for f in weight_files(plan.folder))
         else:
-            cached = cached_snapshot(m.model_id)
-            if cached is not None:
-                plan.folder = check_folder(str(cached), shown=m.model_id)
-                config = read_config(plan.folder / "config.json", m.model_id)
-                size = sum(f.stat().st_size for f in weight_files(plan.folder))
-            else:
-                plan.files, sizes, config = hub_plan(m.model_id, token)
-                plan.download_bytes = sum(sizes.values())
-                size = sum(v for k, v in sizes.items() if is_weight(k))
+            plan.files, sizes, config = hub_plan(m.model_id, token)
+            plan.download_bytes = sum(sizes.values())
+            size = sum(v for k, v in sizes.items() if is_weight(k))
         check_architecture(config, m.model_id)
         plan.memory_bytes = loaded_size(size, config, cuda)
         if plan.memory_bytes > limit:
@@ -160,15 +156,20 @@ def weight_files(folder: Path) -> list[Path]:
     return sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
 
 
-def cached_snapshot(repo_id: str) -> Path | None:
-    """The repo's complete snapshot in the HF cache (HF_HOME), if one is there."""
+def snapshot_folder(repo_id: str) -> Path | None:
+    """The repo's snapshot folder in the HF cache (HF_HOME), if there is one."""
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(repo_id, local_files_only=True))
+        return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception:
         return None
-    return folder if weight_files(folder) and (folder / "config.json").is_file() else None
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The repo's complete snapshot in the HF cache: weights and config.json are there."""
+    folder = snapshot_folder(repo_id)
+    return folder if folder and weight_files(folder) and (folder / "config.json").is_file() else None
 
 
 # -- the Hub --------------------------------------------------------------------------------

@@ -68,13 +68,12 @@ def server_environment(settings: ModelServerSettings) -> dict[str, str]:
 
 def stop_on(problem: ModelProblem, settings: ModelServerSettings, state_path: Path) -> int:
     """Leave the reason in the state file and as the last log line; stop without a restart."""
-    models = {m.endpoint: {"model_id": m.model_id, "at_start": True,
-                           "state": FAILED if m.model_id == problem.model or problem.model in (m.endpoint, "")
-                           else QUEUED, "message": f"model {m.endpoint!r} ({m.model_id}) failed: {problem}"}
-              for m in settings.served_models}
-    for entry in models.values():
-        if entry["state"] != FAILED:
-            entry["message"] = f"not started: another model failed ({problem})"
+    models = {}
+    for m in settings.served_models:
+        failed = m.model_id == problem.model
+        models[m.endpoint] = {"model_id": m.model_id, "at_start": True, "state": FAILED if failed else QUEUED,
+                              "message": f"model {m.endpoint!r} ({m.model_id}) failed: {problem}" if failed
+                              else f"not started: another model failed ({problem})"}
     write_state(models, state_path, stopped=True)
     print(f"model server stopped: {problem}", file=sys.stderr)
     return STOPPED

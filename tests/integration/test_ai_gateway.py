@@ -22,10 +22,6 @@ MODELS = sorted([SERVED_MODEL_NAME, SECOND_MODEL_NAME, JUDGE_MODEL_NAME])
 SYNCED = "AI Gateway endpoints in sync"
 
 
-def wait_for_endpoints(stack, names: list[str]) -> None:
-    stack.wait_for_ai_gateway_endpoints(names)
-
-
 def wait_for_sync_since(stack, since: str, timeout: float = 120) -> None:
     """Until the tracking container logs a completed sync after `since` (a docker timestamp)."""
     deadline = time.monotonic() + timeout
@@ -43,7 +39,7 @@ def test_every_chat_model_is_an_ai_gateway_endpoint_under_its_prompt_engineering
     assert status == 200, listing
     chat_endpoints = sorted(e["name"] for e in listing["endpoints"] if e["endpoint_type"] == "llm/v1/chat")
     assert chat_endpoints == MODELS
-    wait_for_endpoints(stack, MODELS)
+    stack.wait_for_ai_gateway_endpoints(MODELS)
     for endpoint in stack.ai_gateway("endpoints"):
         definition = endpoint["model_mappings"][0]["model_definition"]
         assert (definition["provider"], definition["model_name"]) == ("openai", endpoint["name"])
@@ -52,7 +48,7 @@ def test_every_chat_model_is_an_ai_gateway_endpoint_under_its_prompt_engineering
 
 def test_ai_gateway_chat_on_local_models_equals_greedy_with_token_usage(
         stack, stack_reference_model, stack_reference_model_b):
-    wait_for_endpoints(stack, MODELS)
+    stack.wait_for_ai_gateway_endpoints(MODELS)
     for name, reference in ((SERVED_MODEL_NAME, stack_reference_model), (SECOND_MODEL_NAME, stack_reference_model_b)):
         status, body = chat(stack, {"model": name, "messages": CONVERSATION, "temperature": 0, "max_tokens": 10})
         assert status == 200, body
@@ -61,7 +57,7 @@ def test_ai_gateway_chat_on_local_models_equals_greedy_with_token_usage(
 
 
 def test_a_streamed_ai_gateway_call_gets_the_same_answer(stack, stack_reference_model):
-    wait_for_endpoints(stack, MODELS)
+    stack.wait_for_ai_gateway_endpoints(MODELS)
     status, text = stack.request("POST", f"gateway/{SERVED_MODEL_NAME}/mlflow/invocations",
                                  {"messages": CONVERSATION, "temperature": 0, "max_tokens": 10, "stream": True})
     assert status == 200 and isinstance(text, str), text
@@ -72,7 +68,7 @@ def test_a_streamed_ai_gateway_call_gets_the_same_answer(stack, stack_reference_
 
 
 def test_model_errors_keep_their_status_and_message_through_the_ai_gateway(stack):
-    wait_for_endpoints(stack, MODELS)
+    stack.wait_for_ai_gateway_endpoints(MODELS)
     status, body = chat(stack, {"model": SERVED_MODEL_NAME,
                                 "messages": [{"role": "user", "content": "りんご " * 600}]})
     assert status == 400, body
@@ -80,7 +76,7 @@ def test_model_errors_keep_their_status_and_message_through_the_ai_gateway(stack
 
 
 def test_ai_gateway_calls_are_traced_for_its_usage_page(stack):
-    wait_for_endpoints(stack, MODELS)
+    stack.wait_for_ai_gateway_endpoints(MODELS)
     endpoint = next(e for e in stack.ai_gateway("endpoints") if e["name"] == SERVED_MODEL_NAME)
 
     def traces() -> int:
@@ -100,7 +96,7 @@ def test_ai_gateway_calls_are_traced_for_its_usage_page(stack):
 
 
 def test_after_a_tracking_restart_there_is_still_exactly_one_endpoint_per_model(stack):
-    wait_for_endpoints(stack, MODELS)
+    stack.wait_for_ai_gateway_endpoints(MODELS)
     since = stack.compose("exec", "-T", "tracking", "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
     stack.compose("restart", "tracking")
     stack.compose("up", "-d", "--wait", "tracking")
@@ -112,18 +108,18 @@ def test_after_a_tracking_restart_there_is_still_exactly_one_endpoint_per_model(
 
 
 def test_a_model_taken_off_the_list_loses_its_endpoint(stack):
-    wait_for_endpoints(stack, MODELS)
+    stack.wait_for_ai_gateway_endpoints(MODELS)
     full = stack.env["MODELS"]
     fewer = ",".join(m for m in full.split(",") if not m.endswith(f"/{JUDGE_MODEL_NAME}"))
     try:
         # Only the gateway restarts with the shorter list; the tracking container follows it.
         stack.extra_env["MODELS"] = fewer
         stack.compose("up", "-d", "--no-deps", "--wait", "gateway")
-        wait_for_endpoints(stack, sorted([SERVED_MODEL_NAME, SECOND_MODEL_NAME]))
+        stack.wait_for_ai_gateway_endpoints(sorted([SERVED_MODEL_NAME, SECOND_MODEL_NAME]))
     finally:
         stack.extra_env["MODELS"] = full
         stack.compose("up", "-d", "--no-deps", "--wait", "gateway")
-    wait_for_endpoints(stack, MODELS)
+    stack.wait_for_ai_gateway_endpoints(MODELS)
 
 
 def readme_judge_example() -> str:
@@ -134,7 +130,7 @@ def readme_judge_example() -> str:
 
 
 def test_the_readmes_judge_example_scores_a_japanese_dataset_on_local_endpoints(stack, tmp_path):
-    wait_for_endpoints(stack, MODELS)
+    stack.wait_for_ai_gateway_endpoints(MODELS)
     script = tmp_path / "judge_example.py"
     script.write_text(readme_judge_example(), encoding="utf-8")
     env = {**stack.env, "MLFLOW_TRACKING_URI": stack.url, "MODEL_ENDPOINT": SERVED_MODEL_NAME,
