@@ -100,7 +100,7 @@ def pyfunc_server(name: str, model_dir: Path, work: Path, logs: Path, env: dict[
     save(work / f"{name}-model", settings)
     port = free_port()
     return Server(name, server_command(work / f"{name}-model", host="127.0.0.1", port=port),
-                  port, "/ping", logs, {**env, **server_environment(settings)})
+                  port, "/ping", logs, {**env, **server_environment(settings, work / f"{name}-model")})
 
 
 def gateway_server(work: Path, logs: Path, pyfunc_url: str | None, peer_url: str | None,

@@ -1,5 +1,7 @@
 """How our gateway providers talk to an engine: one keep-alive pool per event loop, and every
-failure turned into an AIGatewayException whose status and message say which server failed.
+failure turned into an AIGatewayException whose status and message say which server failed and
+why, in words: the message reaches the browser, so it names the service, never its internal URL
+or an exception's text (those go to the gateway's log).
 
 MLflow's `send_request` opens a new session, connector and TCP connection for every call, and a
 server that is down surfaces as a 500 or a bare 502; the UI then shows nothing useful.
@@ -9,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import weakref
 from typing import Any
 
 from mlflow.environment_variables import MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS
 from mlflow.gateway.exceptions import AIGatewayException
 from promptlab_stack.timings import GATEWAY_POOL_KEEPALIVE_S
+
+logger = logging.getLogger(__name__)
 
 # One pool of keep-alive connections per event loop (a gateway worker has one).
 _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -58,28 +63,44 @@ async def call(method: str, url: str, server: str, body: dict | None = None,
     except (asyncio.TimeoutError, TimeoutError) as e:
         raise AIGatewayException(status_code=504, detail=f"{server} did not answer in time") from e
     except (aiohttp.ClientConnectionError, OSError) as e:
+        logger.warning("%s %s failed: %r", method, url, e)
         raise AIGatewayException(
-            status_code=503, detail=f"{server} is unreachable (still starting, or down): {e}"
+            status_code=503, detail=f"{server} is unreachable ({connection_failure(e)}): it is still starting, or down"
         ) from e
     try:
         answer = json.loads(raw)
     except ValueError:
         answer = None
     if status != 200:
-        raise AIGatewayException(status_code=status, detail=error_message(answer, raw, status))
+        raise AIGatewayException(status_code=status, detail=error_message(answer, server, status))
     if not isinstance(answer, dict):
-        raise AIGatewayException(502, f"Unexpected answer from {server}: {raw[:200]!r}")
+        logger.warning("%s %s answered something other than a JSON object: %r", method, url, raw[:200])
+        raise AIGatewayException(502, f"{server} answered something other than a JSON object")
     return answer
 
 
-def error_message(answer: Any, raw: bytes, status: int) -> str:
+def connection_failure(error: BaseException) -> str:
+    """Why a connection failed, in words a user can act on."""
+    import aiohttp
+
+    if isinstance(error, aiohttp.ClientConnectorDNSError):
+        return "its host name does not resolve"
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return "connection refused" if isinstance(error.os_error, ConnectionRefusedError) else "no connection"
+    if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | ConnectionResetError):
+        return "it closed the connection"
+    return "no connection"
+
+
+def error_message(answer: Any, server: str, status: int) -> str:
     """The readable part of an engine's error body: MLflow's scoring server says
-    `{"error_code", "message"}`, OpenAI-compatible servers `{"error": {"message"}}` or
-    `{"detail": ...}`."""
+    `{"error_code", "message"}` (its `stack_trace` stays out), OpenAI-compatible servers
+    `{"error": {"message"}}` or `{"detail": ...}`. A body that is none of these (an HTML error
+    page, a stack trace) is not passed on."""
     if isinstance(answer, dict):
         error = answer.get("error")
         detail = (answer.get("message") or (error.get("message") if isinstance(error, dict) else error)
                   or answer.get("detail"))
         if detail:
             return str(detail)
-    return raw.decode("utf-8", "replace").strip() or f"HTTP {status}"
+    return f"{server} answered HTTP {status}"

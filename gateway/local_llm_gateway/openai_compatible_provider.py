@@ -10,6 +10,7 @@ completions endpoints, and answers a server that is down with a 503 naming it.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -22,6 +23,8 @@ from promptlab_stack.text import drop_incomplete_utf8_tail
 
 from local_llm_gateway.engine_http import call
 from local_llm_gateway.unified_request import chat_body, completions_body
+
+logger = logging.getLogger(__name__)
 
 
 class OpenAICompatibleConfig(ConfigModel):
@@ -40,7 +43,8 @@ class OpenAICompatibleProvider(BaseProvider):
         if not isinstance(config.model.config, OpenAICompatibleConfig):
             raise TypeError(f"Invalid config type {config.model.config}")
         self.base_url = config.model.config.base_url.rstrip("/")
-        self.server = f"The OpenAI-compatible server at {self.base_url}"
+        # Named by the endpoint that reaches it, never by its URL: messages reach the browser.
+        self.server = f"The OpenAI-compatible server of endpoint {config.name!r}"
         key_env = config.model.config.api_key_env
         key = os.environ.get(key_env, "") if key_env else ""
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -73,7 +77,8 @@ class OpenAICompatibleProvider(BaseProvider):
         try:
             return schema(**resp)
         except (pydantic.ValidationError, TypeError) as e:
-            raise AIGatewayException(502, f"Unexpected answer from {self.server}: {e}") from e
+            logger.warning("unexpected answer from %s: %s", self.base_url, e)
+            raise AIGatewayException(502, f"{self.server} answered in an unexpected shape") from e
 
     async def _chat(self, payload: chat.RequestPayload) -> chat.ResponsePayload:
         return self._answer(chat.ResponsePayload, await self._post("/chat/completions", chat_body(payload)))

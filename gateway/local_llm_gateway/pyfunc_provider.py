@@ -9,7 +9,9 @@ the whole request in MLflow's unified LLM shape (`{"messages": [...], "temperatu
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+from urllib.parse import urlparse
 
 import pydantic
 from mlflow.gateway.config import ConfigModel, EndpointConfig
@@ -21,6 +23,8 @@ from promptlab_stack.model_state import STATE_PATH, failure_of
 
 from local_llm_gateway.engine_http import call
 from local_llm_gateway.unified_request import chat_body, completions_body
+
+logger = logging.getLogger(__name__)
 
 class HFPyfuncConfig(ConfigModel):
     model_server_url: str
@@ -40,13 +44,15 @@ class HFPyfuncProvider(BaseProvider):
             raise TypeError(f"Invalid config type {config.model.config}")
         self.server_url = config.model.config.model_server_url
         self.invocations_url = f"{self.server_url.rstrip('/')}/invocations"
+        # Named by its compose service (the URL's host), never by its URL: messages reach the browser.
+        self.server = f"The model server (service {urlparse(self.server_url).hostname})"
         self.state_path = STATE_PATH  # the model-state volume, read-only here
 
     async def _invoke(self, body: dict[str, Any]) -> dict[str, Any]:
         if self.config.model.name:
             body = {**body, "model": self.config.model.name}
         try:
-            return await call("POST", self.invocations_url, f"The model server at {self.server_url}", body)
+            return await call("POST", self.invocations_url, self.server, body)
         except AIGatewayException as e:
             # A model server that stopped on an error waiting cannot fix left the reason behind.
             failure = failure_of(self.config.model.name or None, self.state_path) if e.status_code == 503 else None
@@ -59,7 +65,8 @@ class HFPyfuncProvider(BaseProvider):
         try:
             return schema(**{**resp, "model": self.config.model.name or resp["model"]})
         except (pydantic.ValidationError, KeyError, TypeError) as e:
-            raise AIGatewayException(502, f"Unexpected answer from the model server: {e}") from e
+            logger.warning("unexpected answer from %s: %s", self.invocations_url, e)
+            raise AIGatewayException(502, f"{self.server} answered in an unexpected shape") from e
 
     async def _chat(self, payload: chat.RequestPayload) -> chat.ResponsePayload:
         return self._answer(chat.ResponsePayload, await self._invoke(chat_body(payload)))

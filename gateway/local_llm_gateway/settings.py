@@ -17,6 +17,7 @@ from promptlab_stack.settings import (
     comma_list,
     is_valid_endpoint_name,
     list_entries,
+    RequestLimit,
 )
 
 Backend = Literal["auto", "pyfunc", "tgi", "vllm", "sglang"]
@@ -56,7 +57,7 @@ def parse_external_endpoints(text: str) -> list[ExternalEndpoint]:
     return endpoints
 
 
-class GatewaySettings(ModelChoice, GenerationTimeout):
+class GatewaySettings(ModelChoice, GenerationTimeout, RequestLimit):
     # auto: the engine whose compose service runs (render_config.pick_backend).
     model_backend: Annotated[Backend, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = Field(
         "auto", description="auto, pyfunc, tgi, vllm or sglang"

@@ -23,6 +23,7 @@ from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, REQUEST_LIMIT_EXCEED
 from promptlab_stack.text import drop_incomplete_utf8_tail
 
 from hf_pyfunc.batcher import DeadlineExceeded, Job, MicroBatcher, QueueFull, widen_thread_pool
+from hf_pyfunc.prompt_size import check_prompt_size, prompt_bytes_limit
 from hf_pyfunc.requests import CHAT, GenerationRequest, SamplingParams, bad_request
 from hf_pyfunc.settings import ModelServerSettings
 
@@ -112,6 +113,8 @@ class HFGenerator:
         self.context_length = getattr(self.model.config, "max_position_embeddings", None) or (
             self.tokenizer.model_max_length
         )
+        # Prompts longer than this cannot fit the context: refused before tokenizing (prompt_size.py).
+        self.prompt_bytes_limit = prompt_bytes_limit(self.tokenizer, self.context_length)
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
 
@@ -136,6 +139,7 @@ class HFGenerator:
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, request: GenerationRequest) -> list[int]:
+        check_prompt_size(request, self.prompt_bytes_limit, self.context_length)
         if request.kind == CHAT:
             if not self.tokenizer.chat_template:
                 raise bad_request("this model's tokenizer has no chat template; use completions")

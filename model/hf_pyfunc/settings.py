@@ -13,11 +13,11 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 
-from promptlab_stack.settings import GenerationTimeout, ModelChoice
+from promptlab_stack.settings import GenerationTimeout, ModelChoice, RequestLimit
 from promptlab_stack.timings import model_server_timeout
 
 
-class ModelServerSettings(ModelChoice, GenerationTimeout):
+class ModelServerSettings(ModelChoice, GenerationTimeout, RequestLimit):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     default_max_new_tokens: int = Field(256, ge=1, description="a whole number of tokens, at least 1")
     # Concurrent prompts share one batched generate (batcher.py says how a batch is gathered).

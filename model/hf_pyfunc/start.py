@@ -1,5 +1,5 @@
 """Model server entrypoint: read the settings, check the models (preflight.py), save the pyfunc
-model, exec `mlflow models serve`.
+model, exec MLflow's scoring server on it (what `mlflow models serve` runs; scoring_app.py).
 
 Saving takes a second and writes no weights (they arrive in the background once the server
 answers: model_pool.py), so the model is saved at every start, with the container's settings
@@ -56,14 +56,20 @@ def save(path: Path, settings: ModelServerSettings, startup: Path | None = None)
 
 
 def server_command(model_path: Path, *, host: str = "0.0.0.0", port: int = PORT) -> list[str]:
-    # One worker: one copy of the weights in memory. Concurrency is handled inside the model.
-    return ["mlflow", "models", "serve", "-m", str(model_path), "--env-manager", "local",
-            "--host", host, "--port", str(port), "--workers", "1"]
+    """What `mlflow models serve -m MODEL --env-manager local --workers 1` runs (uvicorn on MLflow's
+    scoring server app), on our factory that adds the body limit (scoring_app.py says why).
+    One worker: one copy of the weights in memory. Concurrency is handled inside the model."""
+    return [sys.executable, "-m", "uvicorn", "--host", host, "--port", str(port), "--workers", "1",
+            "--factory", "hf_pyfunc.scoring_app:create_app"]
 
 
-def server_environment(settings: ModelServerSettings) -> dict[str, str]:
-    """What `mlflow models serve` itself reads: its request timeout, from the generation timeout."""
-    return {"MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": f"{settings.request_timeout_s:g}"}
+def server_environment(settings: ModelServerSettings, model_path: Path = MODEL_DIR) -> dict[str, str]:
+    """What the scoring server reads: the saved model, and its request timeout (derived from the
+    generation timeout), as `mlflow models serve` would set it."""
+    from hf_pyfunc.scoring_app import MODEL_PATH_ENV
+
+    return {MODEL_PATH_ENV: str(model_path),
+            "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT": f"{settings.request_timeout_s:g}"}
 
 
 def stop_on(problem: ModelProblem, settings: ModelServerSettings, state_path: Path) -> int:

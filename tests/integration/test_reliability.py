@@ -94,6 +94,33 @@ def test_prompt_longer_than_the_context_names_both_token_counts(stack):
     assert "tokens long" in body["message"] and "512 tokens" in body["message"]
 
 
+def test_a_prompt_far_past_the_context_is_refused_before_it_is_tokenized(stack):
+    status, body = stack.invoke(CHAT, {"messages": [{"role": "user", "content": "りんご" * 100_000}]})
+    assert status == 400, body
+    assert "bytes of text, more than fits the model's context of 512 tokens" in body["message"]
+
+
+def test_oversized_and_cross_origin_requests_are_refused(stack):
+    def post(body: bytes, content_type: str) -> tuple[int, dict]:
+        req = urllib.request.Request(f"{stack.url}/ajax-api/2.0/mlflow/gateway-proxy", data=body,
+                                     method="POST", headers={"Content-Type": content_type})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    big = json.dumps({"gateway_path": f"gateway/{CHAT}/invocations",
+                      "json_data": {"messages": [{"role": "user", "content": "x" * 9_000_000}]}}).encode()
+    status, body = post(big, "application/json")
+    assert status == 413 and "MAX_REQUEST_MB" in body["message"], body
+    # A page on another site can POST text/plain without a CORS preflight: refused.
+    small = json.dumps({"gateway_path": f"gateway/{CHAT}/invocations", "json_data": {"messages": USER}}).encode()
+    status, body = post(small, "text/plain")
+    assert status == 415, body
+    assert ui_answers(stack)
+
+
 def test_huge_max_tokens_is_capped_to_the_context(stack):
     status, body = stack.invoke(f"{CHAT}-completions", {"prompt": "りんご " * 100, "temperature": 0,
                                                         "max_tokens": 10**9})
@@ -123,6 +150,8 @@ def test_model_server_down_is_a_503_naming_it_and_the_ui_stays_usable(stack):
         status, body = stack.invoke(CHAT, {"messages": USER})
         assert status == 503, body
         assert "pyfunc" in body["message"] and ("starting" in body["message"] or "down" in body["message"])
+        # The service and the cause, never an internal URL or exception text.
+        assert "http://" not in body["message"] and ":8080" not in body["message"], body
         status, endpoints = stack.gateway_endpoints()
         assert status == 200 and endpoints["endpoints"]
         stack.create_experiment(f"モデル停止中 {time.time()}")

@@ -96,7 +96,7 @@ def test_without_a_gateway_the_endpoint_list_is_empty():
         ("gateway/no-such-endpoint/invocations", {"prompt": "x"}, 404, "no-such-endpoint"),
         # The model server is down: the gateway says which one, the proxy keeps the 503.
         ("gateway/tiny-ja/invocations", {"messages": [{"role": "user", "content": "x"}]},
-         503, "unreachable"),
+         503, "The model server (service 127.0.0.1) is unreachable (connection refused)"),
     ],
 )
 def test_gateway_errors_keep_their_status_and_message(proxy, path, payload, status, words):
@@ -105,6 +105,7 @@ def test_gateway_errors_keep_their_status_and_message(proxy, path, payload, stat
     assert time.monotonic() - started < 5
     assert got_status == status, body
     assert words in body["message"] and body["error_code"]
+    assert "http://" not in body["message"] and "Traceback" not in body["message"]
 
 
 def test_gateway_down_is_a_503_naming_the_gateway():
@@ -112,7 +113,8 @@ def test_gateway_down_is_a_503_naming_the_gateway():
     with proxy_to(target) as proxy:
         status, body = post(proxy, "gateway/tiny-ja/invocations", {"prompt": "x"})
     assert status == 503
-    assert target in body["message"] and "unreachable" in body["message"]
+    # The service, not its internal URL.
+    assert body["message"] == "The MLflow AI Gateway (service gateway) is unreachable: it is starting or down"
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"'])
@@ -192,8 +194,9 @@ def test_a_slow_gateway_is_a_504_after_the_proxy_timeout():
         (b'{"detail": {"detail": "Server is pinned to m"}}', "Server is pinned to m"),
         (b'{"detail": {"error": {"message": "prompt too long", "type": "invalid"}}}', "prompt too long"),
         (b'{"detail": [{"loc": ["body", "temperature"], "msg": "too big"}]}', "temperature: too big"),
-        (b"plain text", "plain text"),
-        (b"", "HTTP 502"),
+        # An HTML error page or a stack trace is not passed on to the browser.
+        (b"Traceback (most recent call last): ...", "The MLflow AI Gateway answered HTTP 502"),
+        (b"", "The MLflow AI Gateway answered HTTP 502"),
     ],
 )
 def test_gateway_error_messages_are_made_readable(body, message):

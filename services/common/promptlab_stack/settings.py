@@ -225,3 +225,14 @@ class GenerationTimeout(Settings):
     (timings.py)."""
 
     generation_timeout_seconds: float = Field(300.0, gt=0, description="seconds, a positive number")
+
+
+class RequestLimit(Settings):
+    """The largest request body every hop reads (the UI proxy, the gateway, the model server): one
+    knob, so that no hop accepts what the next one refuses."""
+
+    max_request_mb: float = Field(8.0, gt=0, description="megabytes, more than 0")
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1e6)

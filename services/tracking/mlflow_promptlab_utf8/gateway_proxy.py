@@ -93,8 +93,8 @@ def gateway_error_message(body: bytes, status: int) -> str:
     an engine's own error object nested inside (`{"detail": {"error": {"message": ...}}}`)."""
     try:
         data = json.loads(body)
-    except ValueError:
-        return body.decode("utf-8", "replace").strip() or f"HTTP {status}"
+    except ValueError:  # an HTML error page or a stack trace: not for the browser
+        return f"The MLflow AI Gateway answered HTTP {status}"
     return _message_of(data) or f"HTTP {status}"
 
 
@@ -213,10 +213,10 @@ def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate
             try:
                 status, body = await client.request(method, url, json_data)
             except asyncio.TimeoutError:
-                raise ProxyError(504, f"The MLflow AI Gateway at {target} did not answer in time") from None
+                raise ProxyError(504, "The MLflow AI Gateway (service gateway) did not answer in time") from None
             except aiohttp.ClientConnectionError:
                 raise ProxyError(
-                    503, f"The MLflow AI Gateway at {target} is unreachable: it is starting or down"
+                    503, "The MLflow AI Gateway (service gateway) is unreachable: it is starting or down"
                 ) from None
         except ProxyError as e:
             return answer(e.status, error_body(e.status, e.message))

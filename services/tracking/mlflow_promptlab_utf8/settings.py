@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from promptlab_stack.settings import GenerationTimeout
+from promptlab_stack.settings import GenerationTimeout, RequestLimit
 from promptlab_stack.timings import ui_proxy_timeout
 
 
-class TrackingSettings(GenerationTimeout):
+class TrackingSettings(GenerationTimeout, RequestLimit):
     mlflow_workers: int = Field(2, ge=1, description="a whole number of worker processes, at least 1")
     # MLflow's background job runner (scheduled trace scoring, prompt optimization): the Prompt
     # Engineering UI does not use it, and its idle queue consumers take ~60% of a CPU core.
@@ -25,18 +25,12 @@ class TrackingSettings(GenerationTimeout):
     # Encrypts the built-in AI Gateway's secrets in the database; generated once and kept on the
     # database volume when empty.
     mlflow_crypto_kek_passphrase: str = ""
-    # The largest request body the UI's gateway proxy reads (a 413 past it).
-    max_request_mb: float = Field(8.0, gt=0, description="megabytes, more than 0")
     # Where the UI's gateway proxy sends prompts (docker-compose.yml wires it to the gateway).
     mlflow_deployments_target: str = Field("", description="the gateway's http(s) URL")
 
     @property
     def basic_auth(self) -> bool:
         return bool(self.mlflow_auth_admin_password)
-
-    @property
-    def max_request_bytes(self) -> int:
-        return int(self.max_request_mb * 1e6)
 
     @property
     def ui_proxy_timeout_s(self) -> float:

@@ -1,0 +1,99 @@
+"""A request-body size limit for the ASGI apps of our services (the gateway and the model server).
+
+Neither MLflow's gateway app nor its scoring server bounds a request body: both read it whole into
+memory, then parse it. The UI proxy refuses a large body first (MAX_REQUEST_MB), but the gateway
+is also reached through MLflow's built-in AI Gateway (the Playground) and by scripts, so every hop
+enforces the same limit itself: a body declared larger is refused with a 413 before a byte of it
+is read, and a body that turns out larger while it streams in (chunked, or a lying
+Content-Length) is cut off with a 413 as soon as it passes the limit.
+
+uvicorn and gunicorn have no body limit of their own (only header limits), hence this middleware.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+KNOB = "MAX_REQUEST_MB"
+
+
+def detail_body(message: str) -> bytes:
+    """FastAPI's error shape, as MLflow's gateway answers its other errors."""
+    return json.dumps({"detail": message}, ensure_ascii=False).encode("utf-8")
+
+
+def mlflow_error_body(message: str) -> bytes:
+    """MLflow's REST error shape, as the scoring server answers its other errors."""
+    return json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": message},
+                      ensure_ascii=False).encode("utf-8")
+
+
+class BodyLimit:
+    """Answer 413 for a request body over `max_bytes`; `error_body(message)` shapes the answer."""
+
+    def __init__(self, app, max_bytes: int, service: str,
+                 error_body: Callable[[str], bytes] = detail_body) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.service = service  # named in the message: which hop refused
+        self.error_body = error_body
+
+    def _message(self, size: int | None) -> str:
+        what = f"is {size:,} bytes" if size is not None else f"is larger than {self.max_bytes:,} bytes"
+        return f"The request body {what}; {self.service} takes at most {self.max_bytes:,} ({KNOB})"
+
+    async def _refuse(self, send, size: int | None) -> None:
+        body = self.error_body(self._message(size))
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            if int(declared) <= 2 * self.max_bytes:
+                await self._discard(receive)
+            return await self._refuse(send, int(declared))
+        # Read the body here, up to the limit, and hand it to the app whole: both apps read it
+        # whole anyway, and an error raised from inside the app's `receive` would reach the
+        # client as the app's own 500.
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                if message.get("more_body"):
+                    await self._discard(receive)
+                return await self._refuse(send, None)
+            if not message.get("more_body"):
+                break
+        delivered = False
+
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # after the body: the client's disconnect
+
+        await self.app(scope, replay, send)
+
+    async def _discard(self, receive) -> None:
+        """Read (and drop) up to another `max_bytes` of the body before answering: a client that
+        sends its whole body before it reads the answer (most do) then gets the 413 instead of a
+        broken connection. A body larger still is cut off: the server closes the connection."""
+        dropped = 0
+        while dropped <= self.max_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body"):
+                return

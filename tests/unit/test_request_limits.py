@@ -1,0 +1,176 @@
+"""Request-size limits at the gateway and the model server, and the prompt bound before tokenizing.
+
+The apps are the ones the containers serve: `hf_pyfunc.scoring_app.create_app` (MLflow's scoring
+server on our saved model) and `local_llm_gateway.app.create_app` (MLflow's gateway app on our
+rendered config), each run by uvicorn on a loopback port, so that Content-Length and chunked
+bodies arrive over real HTTP.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from urllib.parse import urlparse
+
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from constants import SERVED_MODEL_NAME
+from loopback import serving
+
+LIMIT_MB = 0.02  # 20,000 bytes: small enough to send a body past it quickly
+LIMIT_BYTES = 20_000
+
+
+def post(url: str, path: str, body: bytes, *, chunked: bool = False) -> tuple[int, dict]:
+    """POST `body` with a Content-Length, or in 4 KB chunks without one."""
+    u = urlparse(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    try:
+        if chunked:
+            chunks = (body[i:i + 4096] for i in range(0, len(body), 4096))
+            conn.request("POST", path, body=chunks, headers={"Content-Type": "application/json"},
+                         encode_chunked=True)
+        else:
+            conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def chat_body(text: str) -> bytes:
+    return json.dumps({"messages": [{"role": "user", "content": text}], "max_tokens": 2,
+                       "temperature": 0}, ensure_ascii=False).encode("utf-8")
+
+
+@pytest.fixture(scope="module")
+def limited_model_server(tiny_model_dir, tmp_path_factory):
+    """The model server's app as the container runs it, saved with MAX_REQUEST_MB=0.02."""
+    import os
+
+    from hf_pyfunc.scoring_app import MODEL_PATH_ENV, create_app
+    from hf_pyfunc.settings import ModelServerSettings
+    from hf_pyfunc.start import save
+
+    path = tmp_path_factory.mktemp("limited") / "model"
+    save(path, ModelServerSettings(model_id=str(tiny_model_dir), served_model_name=SERVED_MODEL_NAME,
+                                   max_request_mb=LIMIT_MB))
+    os.environ[MODEL_PATH_ENV] = str(path)
+    try:
+        app = create_app()
+    finally:
+        del os.environ[MODEL_PATH_ENV]
+    with serving(app) as url:
+        yield url
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_model_server_refuses_a_body_over_the_limit_with_a_413_naming_the_knob(limited_model_server, chunked):
+    status, body = post(limited_model_server, "/invocations", chat_body("あ" * 10_000), chunked=chunked)
+    assert status == 413, body
+    assert "the model server takes at most 20,000" in body["message"] and "MAX_REQUEST_MB" in body["message"]
+
+
+def test_model_server_answers_a_body_under_the_limit(limited_model_server):
+    status, body = post(limited_model_server, "/invocations", chat_body("こんにちは"), chunked=True)
+    assert status == 200, body
+    assert body["usage"]["completion_tokens"] == 2
+
+
+@pytest.fixture(scope="module")
+def limited_gateway(model_server_url_for_gateway, tmp_path_factory):
+    """Our gateway app (local_llm_gateway.app.create_app) with MAX_REQUEST_MB=0.02."""
+    import os
+
+    from local_llm_gateway.app import create_app
+    from local_llm_gateway.render_config import BACKEND_URLS
+    from local_llm_gateway.settings import GatewaySettings
+    from local_llm_gateway.start import write_config
+
+    settings = GatewaySettings(model_id="/models/tiny-ja", model_backend="pyfunc", max_request_mb=LIMIT_MB)
+    config = tmp_path_factory.mktemp("gateway") / "gateway.yaml"
+    write_config(settings, config, {**BACKEND_URLS, "pyfunc": model_server_url_for_gateway})
+    os.environ["MLFLOW_GATEWAY_CONFIG"] = str(config)
+    try:
+        app = create_app(settings)
+    finally:
+        del os.environ["MLFLOW_GATEWAY_CONFIG"]
+    with serving(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def model_server_url_for_gateway(limited_model_server):
+    return limited_model_server
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_gateway_refuses_a_body_over_the_limit_with_a_413_naming_the_knob(limited_gateway, chunked):
+    status, body = post(limited_gateway, "/gateway/tiny-ja/invocations", chat_body("あ" * 10_000), chunked=chunked)
+    assert status == 413, body
+    assert "the MLflow AI Gateway takes at most 20,000" in body["detail"] and "MAX_REQUEST_MB" in body["detail"]
+
+
+def test_gateway_passes_a_body_under_the_limit_to_the_model(limited_gateway):
+    status, body = post(limited_gateway, "/gateway/tiny-ja/invocations", chat_body("こんにちは"))
+    assert status == 200, body
+    assert body["usage"]["completion_tokens"] == 2
+
+
+# -- the prompt bound before tokenizing ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_tokenizer(reference_model):
+    return reference_model[0]
+
+
+def test_a_prompt_past_the_bound_is_a_400_before_it_is_tokenized(scoring_with_spy):
+    scoring, calls = scoring_with_spy
+    limit = scoring.generator.prompt_bytes_limit
+    calls.clear()
+    r = scoring.client.post("/invocations", json={"prompt": "x" * (limit + 1), "max_tokens": 1})
+    assert r.status_code == 400, r.text
+    assert f"more than fits the model's context of {scoring.generator.context_length} tokens" in r.json()["message"]
+    assert calls == []  # the tokenizer never saw it
+    # Just under the bound it is tokenized, and the exact check (tokens) refuses it.
+    r = scoring.client.post("/invocations", json={"prompt": "x" * limit, "max_tokens": 1})
+    assert r.status_code == 400 and "tokens long, but the model's context is" in r.json()["message"]
+    assert calls
+
+
+@pytest.fixture(scope="module")
+def scoring_with_spy(pyfunc_dir):
+    """MLflow's scoring server on our model, with a record of the texts its tokenizer is called on."""
+    import time
+    from types import SimpleNamespace
+
+    import mlflow.pyfunc
+    from fastapi.testclient import TestClient
+    from mlflow.pyfunc import scoring_server
+
+    model = mlflow.pyfunc.load_model(str(pyfunc_dir))
+    client = TestClient(scoring_server.init(model))
+    assert client.post("/invocations", json={"prompt": "x", "max_tokens": 1}).status_code == 200
+    with model.unwrap_python_model().pool.use(None, time.monotonic() + 60) as generator:
+        pass
+    calls: list = []
+    tokenizer = generator.tokenizer
+    original = type(tokenizer).__call__
+
+    class Spy(type(tokenizer)):
+        def __call__(self, text, *args, **kwargs):
+            calls.append(len(text))
+            return original(self, text, *args, **kwargs)
+
+    tokenizer.__class__ = Spy
+    return SimpleNamespace(client=client, generator=generator), calls
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(min_size=1, max_size=400))
+def test_the_bound_never_refuses_a_prompt_that_fits(tiny_tokenizer, text):
+    """Soundness: every text needs at least bytes / (longest entry x margin) tokens, so a prompt
+    refused by the bound could never have fit the context."""
+    from hf_pyfunc.prompt_size import NORMALIZER_MARGIN, longest_entry_bytes
+
+    tokens = len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
+    assert tokens * longest_entry_bytes(tiny_tokenizer) * NORMALIZER_MARGIN >= len(text.encode("utf-8"))
