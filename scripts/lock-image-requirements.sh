@@ -3,11 +3,11 @@
 # the stack's own packages and without local version labels (torch's +cpu, so that a CUDA build of
 # the same version satisfies it too), written to the requirements.lock its Dockerfile installs
 # with `-c`. Run after changing a requirements.txt and rebuilding:
-#   IMAGE_PREFIX=mlflow-promptlab docker compose --profile pyfunc build && scripts/lock-image-requirements.sh
+#   IMAGE_PREFIX=mlflow-promptlab docker compose --profile pyfunc --profile tls build && scripts/lock-image-requirements.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix="${IMAGE_PREFIX:-mlflow-promptlab}"
-for pair in tracking:services/tracking gateway:gateway pyfunc:model; do
+for pair in tracking:services/tracking gateway:gateway pyfunc:model tls:services/tls; do
   image="$prefix/${pair%%:*}:latest"
   lock="${pair#*:}/requirements.lock"
   {
@@ -15,7 +15,7 @@ for pair in tracking:services/tracking gateway:gateway pyfunc:model; do
     echo "# Regenerate after changing requirements.txt: scripts/lock-image-requirements.sh"
     docker run --rm --entrypoint /opt/venv/bin/pip "$image" freeze --exclude-editable \
       | grep -v " @ file://" \
-      | grep -v -E "^(promptlab-stack|local-llm-gateway|mlflow-promptlab-utf8|hf-pyfunc)==" \
+      | grep -v -E "^(promptlab-stack|local-llm-gateway|mlflow-promptlab-utf8|hf-pyfunc|promptlab-tls)==" \
       | sed -E 's/^([A-Za-z0-9_.-]+==[^+]+)\+.*/\1/'
   } > "$lock"
   echo "$lock: $(grep -c '==' "$lock") pins"

@@ -1,9 +1,11 @@
-"""One pyfunc stack for all compose tests of a session (the browser tests reuse it too)."""
+"""One pyfunc stack for all compose tests of a session (the browser tests reuse it too), with the
+opt-in `tls` profile's HTTPS proxy in front of its UI."""
 
 from __future__ import annotations
 
 import pytest
 from constants import SECOND_MODEL_NAME
+from loopback import free_port
 from stack import reference_model, running_stack
 
 
@@ -15,7 +17,7 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory) as s:
+    with running_stack(tmp_path_factory, profile="pyfunc,tls", extra_env={"TLS_PORT": str(free_port())}) as s:
         yield s
 
 

@@ -23,11 +23,15 @@ PROJECT = "promptlab-it"
 @dataclass
 class Stack:
     models_dir: Path
-    profile: str = "pyfunc"
+    profile: str = "pyfunc"  # comma-separated: "pyfunc,tls" starts both profiles
     project: str = PROJECT
     port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
     compose_files: tuple[str, ...] = ("docker-compose.yml",)
+
+    @property
+    def profile_args(self) -> list[str]:
+        return [a for p in self.profile.split(",") for a in ("--profile", p)]
 
     @property
     def url(self) -> str:
@@ -53,7 +57,7 @@ class Stack:
     def compose(self, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
         files = [a for f in self.compose_files for a in ("-f", str(REPO / f))]
         return subprocess.run(
-            ["docker", "compose", *files, "--profile", self.profile, *args],
+            ["docker", "compose", *files, *self.profile_args, *args],
             cwd=REPO, env=self.env, check=check, timeout=timeout, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
@@ -61,7 +65,7 @@ class Stack:
     def exec_tracking(self, *args: str, stdin: bytes = b"", timeout: float = 600) -> subprocess.CompletedProcess:
         """A command in the tracking container, as `docker compose exec -T tracking ...` runs it."""
         files = [a for f in self.compose_files for a in ("-f", str(REPO / f))]
-        return subprocess.run(["docker", "compose", *files, "--profile", self.profile, "exec", "-T", "tracking", *args],
+        return subprocess.run(["docker", "compose", *files, *self.profile_args, "exec", "-T", "tracking", *args],
                               cwd=REPO, env=self.env, input=stdin, capture_output=True, timeout=timeout)
 
     def up(self) -> None:

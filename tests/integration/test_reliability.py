@@ -231,7 +231,7 @@ def test_a_backup_taken_while_running_brings_every_run_back_after_its_volumes_ar
     assert refused.returncode == 2 and "stop it first" in refused.stderr.decode()
     stack.compose("stop", "tracking")
     files = [a for f in stack.compose_files for a in ("-f", str(REPO / f))]
-    restore = subprocess.run(["docker", "compose", *files, "--profile", stack.profile, "run", "--rm", "-T",
+    restore = subprocess.run(["docker", "compose", *files, *stack.profile_args, "run", "--rm", "-T",
                               "--no-deps", "tracking", "promptlab-restore"], cwd=REPO, env=stack.env,
                              input=backup.stdout, capture_output=True, timeout=300)
     assert restore.returncode == 0, restore.stderr.decode()[-2000:]
@@ -301,13 +301,15 @@ def test_64_prompts_at_once_against_a_queue_of_16_are_answered_or_refused_fast(s
 
 # -- exposure -----------------------------------------------------------------------------------
 def test_only_the_ui_is_published_and_containers_run_as_non_root(stack):
-    for service in ("tracking", "gateway", "pyfunc"):
+    for service in ("tracking", "gateway", "pyfunc", "tls"):
         container = stack.compose("ps", "-q", service).stdout.strip()
         ports = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Ports}}",
                                            container], capture_output=True, text=True, check=True).stdout)
         published = {k: v for k, v in (ports or {}).items() if v}
         if service == "tracking":
             assert [b["HostIp"] for b in published["5000/tcp"]] == ["127.0.0.1"]
+        elif service == "tls":  # the opt-in HTTPS proxy in front of the UI
+            assert [b["HostIp"] for b in published["8443/tcp"]] == ["127.0.0.1"]
         else:
             assert published == {}, f"{service} is published: {published}"
         uid = stack.compose("exec", "-T", service, "id", "-u").stdout.strip()
@@ -317,7 +319,7 @@ def test_only_the_ui_is_published_and_containers_run_as_non_root(stack):
 
 
 def test_every_service_of_ours_is_locked_down_and_its_code_is_not_writable(stack):
-    for service in ("tracking", "gateway", "pyfunc"):
+    for service in ("tracking", "gateway", "pyfunc", "tls"):
         container = stack.compose("ps", "-q", service).stdout.strip()
         host = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .HostConfig}}", container],
                                          capture_output=True, text=True, check=True).stdout)
@@ -333,7 +335,7 @@ def test_every_service_of_ours_is_locked_down_and_its_code_is_not_writable(stack
 
 def test_no_secret_reaches_an_image_layer(stack):
     """HF_TOKEN and OPENAI_API_KEY are run-time environment only: not in any layer or image env."""
-    for service in ("tracking", "gateway", "pyfunc"):
+    for service in ("tracking", "gateway", "pyfunc", "tls"):
         image = f"{stack.env['IMAGE_PREFIX']}/{service}:latest"
         history = subprocess.run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
                                  capture_output=True, text=True, check=True).stdout

@@ -165,19 +165,20 @@ def test_images_build_from_the_base_image_knob(tmp_path):
 
 # The layout rule (README, "Layout"): a service is one folder with its Dockerfile, pinned
 # requirements.txt, pyproject.toml and package, whose `start` module is the container's command.
-SERVICE_FOLDERS = {"pyfunc": "model", "gateway": "gateway", "tracking": "services/tracking"}
+SERVICE_FOLDERS = {"pyfunc": "model", "gateway": "gateway", "tracking": "services/tracking", "tls": "services/tls"}
 
 
 @pytest.mark.parametrize("service", SERVICE_FOLDERS)
 def test_each_service_is_one_folder_built_and_started_the_same_way(service, tmp_path):
     folder = REPO / SERVICE_FOLDERS[service]
-    build = compose_config("pyfunc", tmp_path=tmp_path)["services"][service]["build"]
+    build = compose_config("tls" if service == "tls" else "pyfunc", tmp_path=tmp_path)["services"][service]["build"]
     assert build["dockerfile"] == f"{SERVICE_FOLDERS[service]}/Dockerfile"
     (package,) = [p.parent.name for p in folder.glob("*/start.py")]
     assert (folder / "requirements.txt").is_file() and (folder / "pyproject.toml").is_file()
     dockerfile = (folder / "Dockerfile").read_text()
     assert f"COPY {SERVICE_FOLDERS[service]}/requirements.txt" in dockerfile
-    assert 'ENTRYPOINT ["python", "-m", "promptlab_stack.run_and_drain"]' in dockerfile
+    if service != "tls":  # nginx drains by itself on SIGQUIT (its stop_signal)
+        assert 'ENTRYPOINT ["python", "-m", "promptlab_stack.run_and_drain"]' in dockerfile
     assert f'CMD ["python", "-m", "{package}.start"]' in dockerfile
 
 
@@ -215,6 +216,24 @@ def test_our_services_are_locked_down_and_every_log_is_rotated(profile, tmp_path
             assert s["cap_drop"] == ["ALL"] and s["security_opt"] == ["no-new-privileges:true"], name
             assert s["read_only"] is True and set(s["tmpfs"]) == {"/tmp", "/home/app"}, name
             assert s["pids_limit"] == 1024, name
+
+
+def test_the_tls_profile_puts_https_on_loopback_in_front_of_the_ui(tmp_path):
+    services = compose_config("tls", tmp_path=tmp_path)["services"]
+    tls = services["tls"]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in tls["ports"]] == [("127.0.0.1", "8443", 8443)]
+    assert tls["depends_on"]["tracking"]["condition"] == "service_healthy"
+    assert tls["stop_signal"] == "SIGQUIT" and "https://127.0.0.1:8443/health" in " ".join(tls["healthcheck"]["test"])
+    assert tls["cap_drop"] == ["ALL"] and tls["read_only"] is True and tls["pids_limit"] == 1024
+    mounts = {v["target"]: v for v in tls["volumes"]}
+    assert mounts["/certs"]["read_only"] is True and mounts["/certs"]["source"].endswith("services/tls/no-certs")
+    assert mounts["/tls-ca"]["source"] == "tls-ca"
+    exposed = compose_config("tls", env={"TLS_BIND_ADDRESS": "0.0.0.0", "TLS_PORT": "443", "TLS_CERT_DIR": "/etc/mine"},
+                             tmp_path=tmp_path)["services"]["tls"]
+    assert [(p["host_ip"], p["published"]) for p in exposed["ports"]] == [("0.0.0.0", "443")]
+    assert {v["target"]: v["source"] for v in exposed["volumes"]}["/certs"] == "/etc/mine"
+    # Without the profile there is no proxy.
+    assert "tls" not in compose_config("pyfunc", tmp_path=tmp_path)["services"]
 
 
 def test_memory_limits_are_knobs_with_no_limit_by_default(tmp_path):

@@ -9,7 +9,7 @@ import re
 import pytest
 from constants import REPO
 
-IMAGES = {"tracking": "services/tracking", "gateway": "gateway", "pyfunc": "model"}
+IMAGES = {"tracking": "services/tracking", "gateway": "gateway", "pyfunc": "model", "tls": "services/tls"}
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\],]+)==([^\s;#]+)$")
 
 

@@ -4,7 +4,8 @@ A prompt from the UI crosses three hops: tracking server (the UI's gateway proxy
 model server. Each hop waits a little longer than the one it calls, so that the innermost one
 reports a timeout, with its own, more precise message:
 
-    model server  T  <  gateway route  T + 5  <  UI proxy  T + 10      (T: GENERATION_TIMEOUT_SECONDS)
+    model server  T  <  gateway route  T + 5  <  UI proxy  T + 10  <  TLS proxy  T + 15
+                                                           (T: GENERATION_TIMEOUT_SECONDS)
 
 A client must drop an idle pooled connection before the server closes it, or it may send a request
 down a connection that is being closed:
@@ -42,6 +43,11 @@ def gateway_route_timeout(generation_timeout_s: float) -> int:
 def ui_proxy_timeout(generation_timeout_s: float) -> float:
     """The tracking server's gateway proxy, the outermost hop."""
     return generation_timeout_s + 10
+
+
+def tls_proxy_timeout(generation_timeout_s: float) -> int:
+    """How long the `tls` profile's nginx waits for the tracking server's answer."""
+    return math.ceil(ui_proxy_timeout(generation_timeout_s)) + 5
 
 
 def gateway_graceful_timeout(stop_grace_period_s: float) -> int:

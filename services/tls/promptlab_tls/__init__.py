@@ -1,0 +1,1 @@
+"""The opt-in TLS proxy in front of the UI (the `tls` profile)."""
