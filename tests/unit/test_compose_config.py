@@ -36,7 +36,7 @@ def compose_config(profile: str, *files: str, env: dict | None = None, tmp_path=
 @pytest.mark.parametrize("profile", PROFILES)
 def test_each_profile_runs_tracking_gateway_and_its_engine(profile, tmp_path):
     services = compose_config(profile, tmp_path=tmp_path)["services"]
-    assert set(services) == {"tracking", "gateway", profile}
+    assert set(services) == {"tracking", "gateway", "db-upgrade", profile}
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -52,6 +52,9 @@ def test_only_the_tracking_ui_is_published_and_on_loopback(profile, tmp_path):
 def test_every_service_has_a_healthcheck_and_restart_policy_and_the_ui_never_waits_for_a_model(profile, tmp_path):
     services = compose_config(profile, tmp_path=tmp_path)["services"]
     for name, s in services.items():
+        if name == "db-upgrade":  # one-shot: it runs to completion before the tracking server
+            assert s["restart"] == "no"
+            continue
         assert s["healthcheck"]["test"], name
         # The pyfunc model server stops with 0 on a problem waiting cannot fix (no crash loop).
         assert s["restart"] == ("on-failure" if name == "pyfunc" else "unless-stopped"), name
@@ -216,6 +219,46 @@ def test_our_services_are_locked_down_and_every_log_is_rotated(profile, tmp_path
             assert s["cap_drop"] == ["ALL"] and s["security_opt"] == ["no-new-privileges:true"], name
             assert s["read_only"] is True and set(s["tmpfs"]) == {"/tmp", "/home/app"}, name
             assert s["pids_limit"] == 1024, name
+
+
+def test_the_schema_is_upgraded_by_a_one_shot_service_before_the_tracking_server_starts(tmp_path):
+    services = compose_config("pyfunc", tmp_path=tmp_path)["services"]
+    one_shot, tracking = services["db-upgrade"], services["tracking"]
+    assert tracking["depends_on"]["db-upgrade"]["condition"] == "service_completed_successfully"
+    assert one_shot["image"] == tracking["image"] and one_shot["command"] == ["promptlab-db-upgrade"]
+    assert one_shot["restart"] == "no" and "ports" not in one_shot
+    assert {v["target"]: v["source"] for v in one_shot["volumes"]} == {"/mlflow/db": "mlflow-db"}
+    for knob in ("BACKEND_STORE_URI", "ARTIFACTS_DESTINATION", "PGPASSWORD", "MLFLOW_S3_ENDPOINT_URL"):
+        assert one_shot["environment"][knob] == tracking["environment"][knob], knob
+
+
+def test_the_postgres_profile_adds_a_healthy_postgresql_with_credentials_from_env(tmp_path):
+    env = {"POSTGRES_PASSWORD": "from-dotenv", "BACKEND_STORE_URI": "postgresql://mlflow@postgres:5432/mlflow"}
+    services = compose_config("postgres", env=env, tmp_path=tmp_path)["services"]
+    postgres = services["postgres"]
+    assert postgres["image"] == "postgres:17-bookworm" and "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    assert postgres["environment"] == {"POSTGRES_USER": "mlflow", "POSTGRES_DB": "mlflow",
+                                       "POSTGRES_PASSWORD": "from-dotenv"}
+    assert {v["target"]: v["source"] for v in postgres["volumes"]} == {"/var/lib/postgresql/data": "postgres-data"}
+    assert "ports" not in postgres
+    assert services["db-upgrade"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # The password reaches the tracking server as libpq's PGPASSWORD, never inside the URI.
+    tracking = services["tracking"]["environment"]
+    assert tracking["PGPASSWORD"] == "from-dotenv" and "from-dotenv" not in tracking["BACKEND_STORE_URI"]
+    # No password in the compose file itself: without .env the official image refuses to start.
+    assert compose_config("postgres", tmp_path=tmp_path)["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == ""
+
+
+def test_s3_artifacts_are_configured_through_the_tracking_server(tmp_path):
+    """The S3 path is checked here, by configuration; no S3-compatible server can run on this
+    machine (tests/integration/test_team_setup.py names the skip)."""
+    env = {"ARTIFACTS_DESTINATION": "s3://team-bucket/mlflow", "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000",
+           "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}
+    tracking = compose_config("pyfunc", env=env, tmp_path=tmp_path)["services"]["tracking"]["environment"]
+    assert {k: tracking[k] for k in env} == env
+    assert "build" not in json.dumps(env)
+    requirements = (REPO / "services/tracking/requirements.txt").read_text()
+    assert "boto3==" in requirements and "psycopg2-binary==" in requirements
 
 
 def test_the_tls_profile_puts_https_on_loopback_in_front_of_the_ui(tmp_path):

@@ -114,3 +114,20 @@ def test_tracking_image_opens_mlflows_upstream_guards_to_the_stacks_gateway_only
             validation._validate_gateway_secret_auth_config({"api_base": other})
     with pytest.raises(ssrf.GatewaySSRFProtectionError):
         ssrf._assert_public_ip("172.18.0.3", "evil")
+
+
+def test_tracking_image_reads_the_schema_revision_as_mlflow_server_checks_it(tmp_path):
+    from mlflow_promptlab_utf8.mlflow_compat import schema_revisions
+
+    msg = UPGRADE.format(name="mlflow.store.db.utils._get_schema_version/_get_latest_schema_revision",
+                         module="services/tracking/mlflow_promptlab_utf8/mlflow_compat.py")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        assert schema_revisions(uri)[0] is None, msg  # an empty database
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=uri).search_experiments()  # MLflow creates its tables
+        current, head = schema_revisions(uri)
+    except ImportError as e:
+        pytest.fail(f"{msg}: {e}")
+    assert current == head and len(head) == 12, msg

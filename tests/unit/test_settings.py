@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hf_pyfunc.settings import ModelServerSettings
 from local_llm_gateway.settings import GatewaySettings
 from mlflow_promptlab_utf8.settings import TrackingSettings
+from promptlab_tls.settings import TlsSettings
 from promptlab_stack.settings import SettingsError, parse_duration
 from promptlab_stack.timings import (
     GATEWAY_KEEPALIVE_S,
@@ -23,7 +24,8 @@ from promptlab_stack.timings import (
     ui_proxy_timeout,
 )
 
-SERVICES = {"pyfunc": ModelServerSettings, "gateway": GatewaySettings, "tracking": TrackingSettings}
+SERVICES = {"pyfunc": ModelServerSettings, "gateway": GatewaySettings, "tracking": TrackingSettings,
+            "tls": TlsSettings}
 # Set by docker-compose.yml itself, not by the user: wiring between the services.
 WIRED = {"MLFLOW_DEPLOYMENTS_TARGET"}
 
@@ -50,6 +52,11 @@ WIRED = {"MLFLOW_DEPLOYMENTS_TARGET"}
         (TrackingSettings, "GENERATION_TIMEOUT_SECONDS", "5m"),
         (TrackingSettings, "MLFLOW_WORKERS", "0"),
         (TrackingSettings, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "maybe"),
+        (TrackingSettings, "BACKEND_STORE_URI", "mysql://mlflow@db/mlflow"),
+        (TrackingSettings, "BACKEND_STORE_URI", "postgresql://mlflow:secret@postgres/mlflow"),
+        (TrackingSettings, "ARTIFACTS_DESTINATION", "gs://bucket/path"),
+        (TrackingSettings, "ARTIFACTS_DESTINATION", "s3:///no-bucket"),
+        (TlsSettings, "TLS_HOSTNAMES", "two words"),
     ],
 )
 def test_a_malformed_knob_is_refused_with_its_name_value_and_accepted_form(settings, knob, value):

@@ -90,13 +90,33 @@ def restore(stream, db_dir: Path = DB_DIR, artifacts_dir: Path = ARTIFACTS_DIR) 
     return count
 
 
+def outside_the_volumes() -> str | None:
+    """Why this backup would miss data: runs in a team's PostgreSQL, artifacts in a bucket."""
+    from mlflow_promptlab_utf8.settings import TrackingSettings
+
+    settings = TrackingSettings.from_env()
+    if settings.backend_store_uri:
+        return ("the runs are in BACKEND_STORE_URI's database, not on the volume: back it up with its "
+                "own tools (PostgreSQL: pg_dump; see the README's Team setup)")
+    if settings.artifacts_destination:
+        return ("the artifacts are in ARTIFACTS_DESTINATION, not on the volume: back the bucket up with "
+                "its own tools (versioning, replication)")
+    return None
+
+
 def backup_main() -> int:
+    if problem := outside_the_volumes():
+        print(f"promptlab-backup: {problem}", file=sys.stderr)
+        return 2
     names = backup(sys.stdout.buffer)
     print(f"promptlab-backup: {len(names)} files (databases, keys, artifacts)", file=sys.stderr)
     return 0
 
 
 def restore_main() -> int:
+    if problem := outside_the_volumes():
+        print(f"promptlab-restore: {problem}", file=sys.stderr)
+        return 2
     if server_answers():
         print("promptlab-restore: the tracking server is running; stop it first (docker compose stop "
               "tracking), then: docker compose run --rm -T --no-deps tracking promptlab-restore < backup.tar",

@@ -154,18 +154,37 @@ DEFAULT_MAX_BODY_BYTES = 8_000_000
 
 async def read_body(request, limit: int) -> bytes:
     """The request body, or ProxyError 413 as soon as it is larger than `limit` (the whole of a
-    huge body is never read, let alone passed on to the gateway and the model server)."""
+    huge body is never read, let alone passed on to the gateway and the model server). Up to
+    another `limit` of the rest is read and dropped first, so that a client that sends its whole
+    body before reading the answer (most do) gets the 413 rather than a broken connection; past
+    that the connection is cut (promptlab_stack/body_limit.py does the same at the other hops)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
+        if int(declared) <= 2 * limit:
+            await _discard(request, limit)
         raise ProxyError(413, f"The request body is {int(declared):,} bytes; the UI's gateway proxy takes "
                               f"at most {limit:,} (MAX_REQUEST_MB)")
     body = bytearray()
-    async for chunk in request.stream():
+    stream = request.stream()
+    async for chunk in stream:
         body += chunk
         if len(body) > limit:
+            dropped = 0
+            async for rest in stream:
+                dropped += len(rest)
+                if dropped > limit:
+                    break
             raise ProxyError(413, f"The request body is larger than {limit:,} bytes, the most the UI's "
                                   "gateway proxy takes (MAX_REQUEST_MB)")
     return bytes(body)
+
+
+async def _discard(request, limit: int) -> None:
+    dropped = 0
+    async for chunk in request.stream():
+        dropped += len(chunk)
+        if dropped > limit:
+            return
 
 
 def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate=None,

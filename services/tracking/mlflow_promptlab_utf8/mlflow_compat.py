@@ -143,3 +143,24 @@ def trust_stack_gateway(api_base: str) -> None:
     assert_public_ip.__wrapped__ = check_ip
     validation._validate_gateway_api_base = validate_gateway_api_base
     ssrf._assert_public_ip = assert_public_ip
+
+
+def schema_revisions(store_uri: str) -> tuple[str | None, str]:
+    """The tracking database's schema revision (None for an empty database) and the one this
+    MLflow expects.
+
+    Why private: MLflow checks the schema only inside `mlflow server` (which then refuses to start
+    with "Detected out-of-date database schema") and offers no public way to ask; the db-upgrade
+    service must know before it decides to migrate (db_upgrade.py).
+    """
+    from mlflow.store.db.utils import (
+        _get_latest_schema_revision,
+        _get_schema_version,
+        create_sqlalchemy_engine_with_retry,
+    )
+
+    engine = create_sqlalchemy_engine_with_retry(store_uri)
+    try:
+        return _get_schema_version(engine), _get_latest_schema_revision()
+    finally:
+        engine.dispose()

@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+from urllib.parse import urlparse
+
 from pydantic import Field
 
-from promptlab_stack.settings import GenerationTimeout, RequestLimit
+from promptlab_stack.settings import GenerationTimeout, RequestLimit, checked_by
 from promptlab_stack.timings import ui_proxy_timeout
+
+# The database URIs this image has a driver for (SQLAlchemy's names).
+STORE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2")
+
+
+def check_store_uri(uri: str) -> None:
+    scheme = urlparse(uri).scheme
+    if scheme not in STORE_SCHEMES:
+        raise ValueError(f"{uri.split('://')[0]!r} is not a database this image has a driver for "
+                         f"(use one of {', '.join(STORE_SCHEMES)})")
+    if scheme.startswith("postgresql") and urlparse(uri).password:
+        raise ValueError("put the password in POSTGRES_PASSWORD, not in the URI (the URI is logged)")
+
+
+def check_artifacts_destination(value: str) -> None:
+    scheme = urlparse(value).scheme
+    if scheme not in ("", "file", "s3"):
+        raise ValueError(f"{scheme!r} artifacts are not supported here (use a path or s3://bucket/path)")
+    if scheme == "s3" and not urlparse(value).netloc:
+        raise ValueError("an s3:// destination needs a bucket: s3://bucket/path")
 
 
 class TrackingSettings(GenerationTimeout, RequestLimit):
@@ -25,8 +48,22 @@ class TrackingSettings(GenerationTimeout, RequestLimit):
     # Encrypts the built-in AI Gateway's secrets in the database; generated once and kept on the
     # database volume when empty.
     mlflow_crypto_kek_passphrase: str = ""
+    # Where runs, parameters and metrics live: empty for SQLite on the mlflow-db volume; a team's
+    # PostgreSQL as postgresql://user@host:5432/db (the password comes from POSTGRES_PASSWORD).
+    backend_store_uri: Annotated[str, checked_by(check_store_uri)] = Field(
+        "", description="a sqlite:// or postgresql:// URI without a password, or empty")
+    # Where the artifacts the server proxies live: empty for the mlflow-artifacts volume, or an
+    # S3-compatible bucket (s3://bucket/path, with MLFLOW_S3_ENDPOINT_URL and AWS_* credentials).
+    artifacts_destination: Annotated[str, checked_by(check_artifacts_destination)] = Field(
+        "", description="a folder path or s3://bucket/path, or empty")
     # Where the UI's gateway proxy sends prompts (docker-compose.yml wires it to the gateway).
     mlflow_deployments_target: str = Field("", description="the gateway's http(s) URL")
+
+    def store_uri(self, db_dir) -> str:
+        return self.backend_store_uri or f"sqlite:///{db_dir}/mlflow.db"
+
+    def artifacts_location(self, artifacts_dir) -> str:
+        return self.artifacts_destination or str(artifacts_dir)
 
     @property
     def basic_auth(self) -> bool:

@@ -1,7 +1,10 @@
 """Tracking server entrypoint: read the settings, set up basic auth if asked, exec `mlflow server`.
 
-SQLite and artifacts live on the named volumes under /mlflow; `--serve-artifacts` lets the UI read
-artifacts through this server. Beside the server, ai_gateway_endpoints.py keeps the built-in AI
+SQLite and artifacts live on the named volumes under /mlflow unless BACKEND_STORE_URI (a team's
+PostgreSQL) and ARTIFACTS_DESTINATION (an S3-compatible bucket) say otherwise; the basic-auth
+users and the kept secrets stay on the mlflow-db volume either way. `--serve-artifacts` lets the UI
+read artifacts through this server. The one-shot db-upgrade service (db_upgrade.py) has brought
+the schema up to date before this starts. Beside the server, ai_gateway_endpoints.py keeps the built-in AI
 Gateway's endpoints equal to the models the stack serves (same process group, so `docker stop`
 stops both). `server_command` and `server_environment` are what the container
 runs; the benchmark and the tests run the same.
@@ -31,8 +34,8 @@ def server_command(settings: TrackingSettings, *, db_dir: Path = DB_DIR,
     command = [
         "mlflow", "server", "--host", host, "--port", str(port),
         "--workers", str(settings.mlflow_workers),
-        "--backend-store-uri", f"sqlite:///{db_dir}/mlflow.db",
-        "--artifacts-destination", str(artifacts_dir),
+        "--backend-store-uri", settings.store_uri(db_dir),
+        "--artifacts-destination", settings.artifacts_location(artifacts_dir),
         "--serve-artifacts",
         "--app-name", "promptlab-utf8",
         # uvicorn's supervisor kills a worker that does not answer its ping within 5 s by
@@ -116,15 +119,16 @@ def auth_dropped(settings: TrackingSettings, db_dir: Path = DB_DIR) -> str | Non
             "the UI or the API), or set MLFLOW_AUTH_DISABLE=true to turn basic auth off on purpose")
 
 
-def use_wal(db_dir: Path = DB_DIR) -> None:
+def use_wal(db_dir: Path = DB_DIR, tracking_db: bool = True) -> None:
     """SQLite in write-ahead-log mode (kept in the file): readers no longer block the writer, so
     the UI stays responsive while runs are written, and a backup (backup.py) reads a snapshot
-    while the server writes. An empty database file is fine: MLflow creates its tables in it."""
+    while the server writes. An empty database file is fine: MLflow creates its tables in it.
+    `tracking_db`: the runs are in SQLite on the volume (not in BACKEND_STORE_URI's database)."""
     import sqlite3
 
     for name in ("mlflow.db", "basic_auth.db"):
         path = db_dir / name
-        if name == "mlflow.db" or path.is_file():
+        if (name == "mlflow.db" and tracking_db) or (name == "basic_auth.db" and path.is_file()):
             with sqlite3.connect(path) as db:
                 db.execute("PRAGMA journal_mode=WAL")
 
@@ -148,7 +152,7 @@ def main() -> int:
         print(f"tracking settings error: {problem}", file=sys.stderr)
         return 2
     os.environ.update(server_environment(settings))
-    use_wal()
+    use_wal(tracking_db=not settings.backend_store_uri)
     if settings.basic_auth:
         if not settings.mlflow_auth_admin_password.isascii():
             # tests/unit/test_ai_gateway_endpoints.py holds the canary for this MLflow limitation.
@@ -157,7 +161,7 @@ def main() -> int:
                   "and will refuse it; the rest of the UI accepts it. Use an ASCII password for those.",
                   file=sys.stderr)
         bootstrap_basic_auth()
-        use_wal()
+        use_wal(tracking_db=not settings.backend_store_uri)
     if settings.mlflow_deployments_target:
         subprocess.Popen([sys.executable, "-m", "mlflow_promptlab_utf8.ai_gateway_endpoints"])
     command = server_command(settings)

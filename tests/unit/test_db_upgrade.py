@@ -1,0 +1,92 @@
+"""`promptlab-db-upgrade` (the one-shot db-upgrade service) on real SQLite databases: one written
+by MLflow 2.16.2 (tests/data/mlflow-2.16.2.db, made by tests/data/make_old_mlflow_db.py), an
+empty one, and a current one."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from constants import REPO
+from loopback import free_port, serving
+
+OLD_DB = REPO / "tests" / "data" / "mlflow-2.16.2.db"
+NOBODY = f"http://127.0.0.1:{free_port()}/health"  # no tracking server answers here
+
+
+def revisions(uri):
+    from mlflow_promptlab_utf8.mlflow_compat import schema_revisions
+
+    return schema_revisions(uri)
+
+
+def test_a_database_of_an_older_mlflow_is_upgraded_and_its_runs_read_back(tmp_path, capfd):
+    from mlflow import MlflowClient
+    from mlflow_promptlab_utf8.db_upgrade import upgrade
+
+    shutil.copy(OLD_DB, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    old, head = revisions(uri)
+    assert old != head
+    assert upgrade(uri, NOBODY) == 0
+    assert f"upgrading the schema from {old} to {head}" in capfd.readouterr().err
+    assert revisions(uri) == (head, head)
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("2.16 の実験")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.run_name"])
+    assert [(r.info.run_name, r.data.params["prompt"]) for r in runs] == [
+        ("古い実行 1", "りんごは何色ですか？"), ("古い実行 2", "東京の天気は？")]
+    # Every later start: nothing to do.
+    assert upgrade(uri, NOBODY) == 0
+    assert f"is current ({head}" in capfd.readouterr().err
+
+
+def test_a_new_database_gets_its_tables_from_the_one_shot_service(tmp_path, capfd):
+    from mlflow_promptlab_utf8.db_upgrade import upgrade
+
+    uri = f"sqlite:///{tmp_path}/db/mlflow.db"
+    assert upgrade(uri, NOBODY) == 0
+    assert "creating the tables of a new database" in capfd.readouterr().err
+    current, head = revisions(uri)
+    assert current == head
+
+
+def test_no_migration_while_a_tracking_server_still_writes(tmp_path, capfd):
+    from mlflow_promptlab_utf8.db_upgrade import upgrade
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    shutil.copy(OLD_DB, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    before = revisions(uri)
+    running = Starlette(routes=[Route("/health", lambda request: PlainTextResponse("OK"))])
+    with serving(running) as url:
+        assert upgrade(uri, f"{url}/health") == 1
+    assert "docker compose stop tracking" in capfd.readouterr().err
+    assert revisions(uri) == before  # untouched
+
+
+def test_the_server_uses_the_team_stores_when_set():
+    from mlflow_promptlab_utf8.settings import TrackingSettings
+    from mlflow_promptlab_utf8.start import server_command
+
+    default = server_command(TrackingSettings())
+    assert default[default.index("--backend-store-uri") + 1] == "sqlite:////mlflow/db/mlflow.db"
+    assert default[default.index("--artifacts-destination") + 1] == "/mlflow/artifacts"
+    team = server_command(TrackingSettings(backend_store_uri="postgresql://mlflow@postgres:5432/mlflow",
+                                           artifacts_destination="s3://bucket/mlflow"))
+    assert team[team.index("--backend-store-uri") + 1] == "postgresql://mlflow@postgres:5432/mlflow"
+    assert team[team.index("--artifacts-destination") + 1] == "s3://bucket/mlflow"
+
+
+@pytest.mark.parametrize("settings", [{"BACKEND_STORE_URI": "postgresql://mlflow@postgres:5432/mlflow"},
+                                      {"ARTIFACTS_DESTINATION": "s3://bucket/mlflow"}])
+def test_backup_refuses_when_the_data_is_not_on_the_volumes(settings, monkeypatch, capsys):
+    from mlflow_promptlab_utf8.backup import backup_main, restore_main
+
+    for knob, value in settings.items():
+        monkeypatch.setenv(knob, value)
+    assert backup_main() == 2 and restore_main() == 2
+    err = capsys.readouterr().err
+    assert ("pg_dump" in err) if "BACKEND_STORE_URI" in settings else ("bucket" in err)
