@@ -602,3 +602,22 @@ def test_upstream_mlflow_still_escapes(server):
         f"UTF-8 (readable upstream: {readable}): MLflow fixed #14785, so the promptlab-utf8 "
         "extension (services/tracking) may be removable."
     )
+
+
+def test_a_local_artifact_is_replaced_whole_so_a_reader_never_sees_half_of_it(tmp_path):
+    """The rewrite renames a complete new file over the old one: a reader that opened the old file
+    (the UI downloading it) still reads all of it, and nothing is left beside it. On an object
+    store the upload replaces the object whole."""
+    from mlflow_promptlab_utf8.promptlab_artifacts import rewrite_run_artifacts
+
+    escaped = json.dumps({"columns": ["x"], "data": [["りんご" * 2000]]})  # \\u escapes, as MLflow writes
+    table = tmp_path / "eval_results_table.json"
+    table.write_text(escaped)
+    inode = table.stat().st_ino
+    with open(table, "rb") as reader:
+        assert rewrite_run_artifacts(tmp_path.as_uri()) == ["eval_results_table.json"]
+        assert reader.read().decode() == escaped  # the old file, whole
+    assert table.stat().st_ino != inode
+    assert json.loads(table.read_text()) == {"columns": ["x"], "data": [["りんご" * 2000]]}
+    assert "りんご" in table.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval_results_table.json"]

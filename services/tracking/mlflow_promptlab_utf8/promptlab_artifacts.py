@@ -14,6 +14,9 @@ import os
 import posixpath
 import tempfile
 from collections import defaultdict
+from pathlib import Path
+
+from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
 
 from mlflow_promptlab_utf8.mlflow_compat import proxied_artifact_repo
 from mlflow_promptlab_utf8.reencode import ARTIFACT_REENCODERS
@@ -129,9 +132,31 @@ def _rewrite_one(repo, repo_dir: str | None, name: str, reencode, tmp: str) -> b
     new_text = reencode(text)
     if new_text == text:
         return False
-    # Same basename in a fresh directory: log_artifact uploads under the file's own name.
+    data = new_text.encode("utf-8")
+    if isinstance(repo, LocalArtifactRepository):
+        _replace_whole(Path(repo.artifact_dir, *(repo_dir or "").split("/"), name), data)
+        return True
+    # An object store (S3 and compatibles) replaces an object whole: a reader gets the old or the
+    # new file. Same basename in a fresh directory: log_artifact uploads under the file's own name.
     upload = os.path.join(tempfile.mkdtemp(dir=tmp), name)
     with open(upload, "wb") as f:
-        f.write(new_text.encode("utf-8"))
+        f.write(data)
     repo.log_artifact(upload, artifact_path=repo_dir)
     return True
+
+
+def _replace_whole(path: Path, data: bytes) -> None:
+    """Write beside the file, then rename over it: the UI, reading while this runs, sees the old
+    file or the new one, never a half-written one (LocalArtifactRepository.log_artifact copies
+    into the existing file)."""
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, path.stat().st_mode & 0o777)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
