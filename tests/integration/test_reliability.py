@@ -219,8 +219,9 @@ def test_a_backup_taken_while_running_brings_every_run_back_after_its_volumes_ar
     assert backup.returncode == 0 and backup.stdout[:512].strip(), backup.stderr.decode()[-2000:]
     assert "promptlab-backup:" in backup.stderr.decode()
 
-    # Lose the tracking server's data: its container and both of its volumes.
-    stack.compose("rm", "-sfv", "tracking")
+    # Lose the tracking server's data: its containers (the server, the one-shot db-upgrade) and
+    # both of its volumes.
+    stack.compose("rm", "-sfv", "tracking", "db-upgrade")
     for volume in ("mlflow-db", "mlflow-artifacts"):
         subprocess.run(["docker", "volume", "rm", f"{stack.project}_{volume}"], check=True, capture_output=True)
     stack.compose("up", "-d", "--no-deps", "--wait", "tracking")

@@ -117,7 +117,7 @@ def test_gateway_down_is_a_503_naming_the_gateway():
     assert body["message"] == "The MLflow AI Gateway (service gateway) is unreachable: it is starting or down"
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"'])
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'"text"', b"Infinity", b'{"gateway_path": "gateway/tiny-ja/invocations", "json_data": NaN}'])
 def test_broken_or_non_object_json_is_a_400(proxy, body):
     status, answer = proxy.post_raw(body)
     assert status == 400 and "JSON object" in answer["message"]

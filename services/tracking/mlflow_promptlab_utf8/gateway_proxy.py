@@ -187,6 +187,12 @@ async def _discard(request, limit: int) -> None:
             return
 
 
+def _not_json(constant: str):
+    """NaN and Infinity: Python's json reads them, JSON has no such numbers, and the gateway would
+    refuse them with a 500 after the proxy had passed them on."""
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate=None,
                                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
     """The route's endpoint. `target` is the gateway's URL (empty: no gateway). `authenticate
@@ -225,7 +231,7 @@ def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate
                                           f"not {media_type or 'a body without a Content-Type'}")
                 body = await read_body(request, max_body_bytes)
                 try:
-                    args = json.loads(body)
+                    args = json.loads(body, parse_constant=_not_json)
                 except ValueError:
                     args = None  # refused by gateway_request as "not a JSON object"
             gateway_path, url, json_data = gateway_request(target, method, args)
