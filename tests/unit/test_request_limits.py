@@ -64,19 +64,6 @@ def limited_model_server(tiny_model_dir, tmp_path_factory):
         yield url
 
 
-@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_model_server_refuses_a_body_over_the_limit_with_a_413_naming_the_knob(limited_model_server, chunked):
-    status, body = post(limited_model_server, "/invocations", chat_body("あ" * 10_000), chunked=chunked)
-    assert status == 413, body
-    assert "the model server takes at most 20,000" in body["message"] and "MAX_REQUEST_MB" in body["message"]
-
-
-def test_model_server_answers_a_body_under_the_limit(limited_model_server):
-    status, body = post(limited_model_server, "/invocations", chat_body("こんにちは"), chunked=True)
-    assert status == 200, body
-    assert body["usage"]["completion_tokens"] == 2
-
-
 @pytest.fixture(scope="module")
 def limited_gateway(model_server_url_for_gateway, tmp_path_factory):
     """Our gateway app (local_llm_gateway.app.create_app) with MAX_REQUEST_MB=0.02."""
@@ -104,15 +91,25 @@ def model_server_url_for_gateway(limited_model_server):
     return limited_model_server
 
 
+# Each hop as the container serves it: its URL fixture, the path a prompt takes, the field its
+# errors use, and the name it gives itself in the 413.
+HOPS = {"model server": ("limited_model_server", "/invocations", "message", "the model server"),
+        "gateway": ("limited_gateway", "/gateway/tiny-ja/invocations", "detail", "the MLflow AI Gateway")}
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
-def test_gateway_refuses_a_body_over_the_limit_with_a_413_naming_the_knob(limited_gateway, chunked):
-    status, body = post(limited_gateway, "/gateway/tiny-ja/invocations", chat_body("あ" * 10_000), chunked=chunked)
+@pytest.mark.parametrize("hop", HOPS)
+def test_a_body_over_the_limit_is_a_413_naming_the_hop_and_the_knob(request, hop, chunked):
+    fixture, path, field, name = HOPS[hop]
+    status, body = post(request.getfixturevalue(fixture), path, chat_body("あ" * 10_000), chunked=chunked)
     assert status == 413, body
-    assert "the MLflow AI Gateway takes at most 20,000" in body["detail"] and "MAX_REQUEST_MB" in body["detail"]
+    assert f"{name} takes at most 20,000" in body[field] and "MAX_REQUEST_MB" in body[field]
 
 
-def test_gateway_passes_a_body_under_the_limit_to_the_model(limited_gateway):
-    status, body = post(limited_gateway, "/gateway/tiny-ja/invocations", chat_body("こんにちは"))
+@pytest.mark.parametrize("hop", HOPS)
+def test_a_body_under_the_limit_is_answered(request, hop):
+    fixture, path, _, _ = HOPS[hop]
+    status, body = post(request.getfixturevalue(fixture), path, chat_body("こんにちは"), chunked=True)
     assert status == 200, body
     assert body["usage"]["completion_tokens"] == 2
 
