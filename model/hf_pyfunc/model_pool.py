@@ -282,7 +282,9 @@ class ModelPool:
                 size = generator.memory_bytes()
             except Exception as e:  # reported to the waiting requests, retried by the next one
                 logger.exception("Model %s (%s) failed to load", slot.endpoint, slot.model_id)
-                self._fail(slot, f"{type(e).__name__}: {e}", fatal=False)
+                # The kind of error only: the message reaches the browser, the traceback the log.
+                self._fail(slot, f"{type(e).__name__} while loading; its cause is in the model server's "
+                                 "log (docker compose logs pyfunc)", fatal=False)
                 return
             with self._cond:
                 slot.generator, slot.bytes, slot.state = generator, size, READY

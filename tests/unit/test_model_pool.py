@@ -126,4 +126,6 @@ def test_a_model_that_fails_to_load_is_a_503_with_the_reason_and_is_tried_again(
             with pool.use("broken", deadline=time.monotonic() + 30):
                 pass
         assert e.value.get_http_status_code() == 503
+        assert "docker compose logs pyfunc" in e.value.message and "Traceback" not in e.value.message
+        assert str(empty) not in e.value.message.split("failed to load")[1]  # no exception text
     assert pool.slots["broken"].attempt == 2
