@@ -109,7 +109,7 @@ def test_a_database_of_an_older_mlflow_is_upgraded_by_the_one_shot_service(team_
 
 
 def test_the_tracking_image_has_the_team_drivers(team_stack):
-    done = team_stack.exec_tracking("python", "-c", "import psycopg2, boto3; print(psycopg2.__version__, boto3.__version__)")
+    done = team_stack.exec_tracking("python", "-c", "import psycopg, boto3; print(psycopg.__version__, boto3.__version__)")
     assert done.returncode == 0, done.stderr
 
 

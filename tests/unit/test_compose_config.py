@@ -258,7 +258,7 @@ def test_s3_artifacts_are_configured_through_the_tracking_server(tmp_path):
     assert {k: tracking[k] for k in env} == env
     assert "build" not in json.dumps(env)
     requirements = (REPO / "services/tracking/requirements.txt").read_text()
-    assert "boto3==" in requirements and "psycopg2-binary==" in requirements
+    assert "boto3==" in requirements and "psycopg[binary]==" in requirements
 
 
 def test_the_tls_profile_puts_https_on_loopback_in_front_of_the_ui(tmp_path):

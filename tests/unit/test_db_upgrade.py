@@ -90,3 +90,12 @@ def test_backup_refuses_when_the_data_is_not_on_the_volumes(settings, monkeypatc
     assert backup_main() == 2 and restore_main() == 2
     err = capsys.readouterr().err
     assert ("pg_dump" in err) if "BACKEND_STORE_URI" in settings else ("bucket" in err)
+
+
+def test_a_database_that_cannot_be_reached_is_one_line_naming_the_knob(capfd):
+    from mlflow_promptlab_utf8.db_upgrade import upgrade
+
+    assert upgrade(f"postgresql://mlflow@127.0.0.1:{free_port()}/mlflow", NOBODY) == 1
+    err = capfd.readouterr().err
+    assert "cannot read the schema of postgresql://mlflow@127.0.0.1" in err and "BACKEND_STORE_URI" in err
+    assert "Traceback" not in err

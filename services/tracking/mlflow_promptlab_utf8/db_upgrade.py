@@ -42,7 +42,13 @@ def upgrade(store_uri: str, health_url: str = TRACKING_HEALTH_URL) -> int:
 
     if store_uri.startswith("sqlite:///"):
         Path(store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    current, head = schema_revisions(store_uri)
+    try:
+        current, head = schema_revisions(store_uri)
+    except Exception as e:  # noqa: BLE001 - the message names the cause; the server would fail the same way
+        cause = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"db-upgrade: cannot read the schema of {redacted(store_uri)} (BACKEND_STORE_URI): {cause}",
+              file=sys.stderr)
+        return 1
     if current == head:
         print(f"db-upgrade: the schema of {redacted(store_uri)} is current ({head}, MLflow {mlflow.__version__})",
               file=sys.stderr)

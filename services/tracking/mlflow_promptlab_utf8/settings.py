@@ -11,7 +11,7 @@ from promptlab_stack.settings import GenerationTimeout, RequestLimit, checked_by
 from promptlab_stack.timings import ui_proxy_timeout
 
 # The database URIs this image has a driver for (SQLAlchemy's names).
-STORE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2")
+STORE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 
 
 def check_store_uri(uri: str) -> None:
