@@ -329,6 +329,8 @@ def test_every_service_of_ours_is_locked_down_and_its_code_is_not_writable(stack
         assert host["LogConfig"]["Config"] == {"max-size": "10m", "max-file": "3"}, service
         # The app user can write its scratch space, not the root file system or its own code.
         assert stack.compose("exec", "-T", service, "touch", "/tmp/x", check=False).returncode == 0
+        # Its home too (basic auth writes its config there).
+        assert stack.compose("exec", "-T", service, "sh", "-c", "touch $HOME/x", check=False).returncode == 0, service
         for path in ("/opt/venv/bin/python", "/usr/local/x"):
             touch = stack.compose("exec", "-T", service, "touch", path, check=False)
             assert touch.returncode != 0, f"{service} can write {path}"

@@ -217,7 +217,7 @@ def test_our_services_are_locked_down_and_every_log_is_rotated(profile, tmp_path
         assert s["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}, name
         if name in ("tracking", "gateway", "pyfunc"):
             assert s["cap_drop"] == ["ALL"] and s["security_opt"] == ["no-new-privileges:true"], name
-            assert s["read_only"] is True and set(s["tmpfs"]) == {"/tmp", "/home/app"}, name
+            assert s["read_only"] is True and set(s["tmpfs"]) == {"/tmp", "/home/app:uid=1000,gid=1000"}, name
             assert s["pids_limit"] == 1024, name
 
 
