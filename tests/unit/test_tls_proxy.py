@@ -1,6 +1,6 @@
 """The `tls` profile's proxy: its settings, its certificates (made with this machine's openssl, as
 the image's Debian openssl makes them) and the nginx config it renders. nginx itself runs in the
-compose tests (tests/integration/test_tls_proxy.py)."""
+compose tests (tests/integration/test_tls_profile.py)."""
 
 from __future__ import annotations
 
