@@ -162,15 +162,16 @@ def test_a_bad_request_fails_alone(generator, reference_model):
 def test_a_batch_that_fails_is_retried_one_by_one(generator, reference_model, monkeypatch):
     poison = "毒"
     poison_ids = generator.encode(chat(poison))
-    real_generate = generator.model.generate
+    real_forward = generator.model.forward
 
-    def fragile_generate(input_ids, **kwargs):
+    def fragile_forward(input_ids=None, **kwargs):
+        # The prompt's forward pass (its prefill) fails whenever the poison prompt is in it.
         for row in input_ids.tolist():
             if row[len(row) - len(poison_ids):] == poison_ids:
-                raise RuntimeError("this prompt breaks generate")
-        return real_generate(input_ids=input_ids, **kwargs)
+                raise RuntimeError("this prompt breaks the model")
+        return real_forward(input_ids=input_ids, **kwargs)
 
-    monkeypatch.setattr(generator.model, "generate", fragile_generate)
+    monkeypatch.setattr(generator.model, "forward", fragile_forward)
     outcomes, batches = run_together(
         generator,
         [[chat(QUESTIONS[0], temperature=0, max_tokens=7)], [chat(poison, temperature=0, max_tokens=7)],
@@ -393,3 +394,51 @@ def test_the_stop_list_is_bounded_with_a_400_that_says_so(stop, words):
         SamplingParams.from_params({"stop": stop})
     assert e.value.get_http_status_code() == 400
     assert SamplingParams.from_params({"stop": ["x"] * 16}).stop == ("x",) * 16
+
+
+# -- continuous batching: requests join a running batch between steps -------------------------
+def test_a_request_that_arrives_during_a_long_answer_joins_it_and_is_answered_first(
+        generator, reference_model, slow_model):
+    assert generator.continuous  # a Llama: plain DynamicCache layers, merged step by step
+    batcher = generator.batcher
+    assert batcher.wait_idle(30)
+    before, joined = batcher.batch_sizes.copy(), batcher.joined
+    with ThreadPoolExecutor(4) as pool:
+        long = pool.submit(generator.generate, [chat(QUESTIONS[3], temperature=0, max_tokens=120)])
+        time.sleep(0.5)  # the long answer is being decoded (120 steps of at least 20 ms)
+        # A shorter prompt and a longer one than the running row's cache: both sides get padded.
+        short = pool.submit(generator.generate, [chat(QUESTIONS[0], temperature=0, max_tokens=6)])
+        longer_prompt = pool.submit(generator.generate, [completion("りんご " * 60, temperature=0, max_tokens=4)])
+        sampled = pool.submit(generator.generate, [chat(QUESTIONS[4], temperature=0.8, max_tokens=5)])
+        (short_answer,) = short.result(timeout=60)
+        assert not long.done(), "the short request waited for the long one"
+        (long_answer,) = long.result(timeout=120)
+        (longer_answer,) = longer_prompt.result(timeout=60)
+        assert sampled.result(timeout=60)[0].completion_tokens == 5
+    assert batcher.batch_sizes - before == {1: 1}  # one batch; the others joined it
+    assert batcher.joined - joined == 3
+    assert short_answer.text == expected_chat(reference_model, QUESTIONS[0], 6)
+    assert long_answer.text == expected_chat(reference_model, QUESTIONS[3], 120)
+    assert longer_answer.text == greedy_completion(*reference_model, "りんご " * 60, 4)
+
+
+def test_joining_respects_the_batch_size_and_token_bound(generator):
+    batcher = generator.batcher
+    batcher.max_batch_size, batcher.max_batch_tokens = 3, 1000
+    try:
+        jobs = [Job(i, width=10, budget=10) for i in range(4)]
+        batcher._queue.extend(jobs)
+        # 2 rows running: one more row fits the batch size.
+        assert batcher.take_joining(2, 10, 10) == jobs[:1]
+        # 1 row with a 400-position cache and 100 tokens to go: a second row needs 2 x 500.
+        assert batcher.take_joining(1, 400, 100) == jobs[1:2]
+        assert batcher.take_joining(1, 500, 100) == []  # 2 x 600 > 1000: it waits
+        expired = Job("late", deadline=time.monotonic() - 1)
+        batcher._queue.appendleft(expired)
+        assert batcher.take_joining(0, 0, 0) == jobs[2:4]
+        with pytest.raises(DeadlineExceeded):
+            expired.future.result(timeout=1)
+    finally:
+        batcher._queue.clear()
+        batcher._running, batcher._current = [], []
+        batcher.max_batch_size, batcher.max_batch_tokens = 16, 8192
