@@ -30,6 +30,7 @@ layers, quantized caches) cannot be merged this way; the generator runs them wit
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -77,6 +78,9 @@ class StepLoop:
         self.model = generator.model
         self.device = generator.model.device
         self.take_joining = take_joining
+        # transformers 5.24 renamed forward's `past_key_values` to `cache` (the old name warns).
+        forward = inspect.signature(type(self.model).forward).parameters
+        self.cache_kw = "cache" if "cache" in forward else "past_key_values"
         self.rows: list[_Row] = []
         self.cache = None
         self.mask = None  # [rows, positions]: 1 for a real token, 0 for padding
@@ -115,7 +119,7 @@ class StepLoop:
         mask = batch["attention_mask"].to(self.device)
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+                         use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
         first = self._pick(out.logits[:, -1, :], [r.settings for r in rows], running=False)
         if self.rows:
             self.cache, self.mask = _merge(self.cache, self.mask, cache, mask)
@@ -130,8 +134,8 @@ class StepLoop:
         torch = self.torch
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
         out = self.model(input_ids=self.pending[:, None], attention_mask=self.mask,
-                         position_ids=_positions(self.mask)[:, -1:], past_key_values=self.cache,
-                         use_cache=True)
+                         position_ids=_positions(self.mask)[:, -1:], use_cache=True,
+                         **{self.cache_kw: self.cache})
         self.pending = self._pick(out.logits[:, -1, :], [r.settings for r in self.rows], running=True)
         self._record(self.rows, self.pending.tolist())
 

@@ -82,12 +82,13 @@ def quiet_openmp_threads() -> None:
 class HFGenerator:
     def __init__(self, settings: ModelServerSettings, model_id: str | None = None):
         """Load `model_id` (default: the first model of the settings) and start batching
-        (settings.py has every knob). On a small, shared CPU serving a small model,
-        TORCH_THREADS=1 leaves the other cores to the HTTP servers and is faster; 0 keeps torch's
-        default (one thread per core)."""
+        (settings.py has every knob). The torch thread count follows the model's size unless
+        TORCH_THREADS sets it (threads.py says why)."""
         quiet_openmp_threads()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from hf_pyfunc.threads import choose_torch_threads
 
         model_id = model_id or settings.served_models[0].model_id
         self.model_id = model_id
@@ -104,6 +105,11 @@ class HFGenerator:
         self.model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype).to(self.device)
         self.model.eval()
         logger.info("Model %s ready in %.1f s", model_id, time.monotonic() - started)
+        parameters = sum(p.numel() for p in self.model.parameters())
+        self.torch_threads, why = choose_torch_threads(settings.torch_threads, parameters)
+        if self.device == "cpu":
+            torch.set_num_threads(self.torch_threads)
+            logger.info("%d torch threads for %s: %s", self.torch_threads, model_id, why)
 
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -222,6 +228,12 @@ class HFGenerator:
     # -- the batcher's worker thread --------------------------------------------------------
     def _run_batch(self, jobs: list[Job]) -> None:
         """Decode `jobs` (and the jobs that join them) until every one has its answer."""
+        import torch
+
+        # torch applies a thread count per calling thread: this model's, in its batcher's thread
+        # (several models may share the process, model_pool.py).
+        if self.device == "cpu" and torch.get_num_threads() != self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
         if self.continuous:
             from hf_pyfunc.decode_loop import StepLoop
 

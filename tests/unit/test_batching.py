@@ -442,3 +442,17 @@ def test_joining_respects_the_batch_size_and_token_bound(generator):
         batcher._queue.clear()
         batcher._running, batcher._current = [], []
         batcher.max_batch_size, batcher.max_batch_tokens = 16, 8192
+
+
+def test_torch_threads_follow_the_model_unless_set():
+    from hf_pyfunc.threads import choose_torch_threads, usable_cpus
+
+    assert choose_torch_threads(3, 10**6, cpus=2)[0] == 3  # TORCH_THREADS wins
+    assert choose_torch_threads(0, 10**6, cpus=2)[0] == 1  # tiny: one thread
+    assert choose_torch_threads(0, 840 * 10**6, cpus=2)[0] == 2  # llm-jp-3-3.7b width: every CPU
+    assert choose_torch_threads(0, 3_800 * 10**6, cpus=16)[0] == 16
+    assert 1 <= usable_cpus() <= (__import__("os").cpu_count() or 1)
+
+
+def test_the_tiny_model_runs_on_one_thread_by_default(generator):
+    assert generator.torch_threads == 1
