@@ -46,11 +46,14 @@ def check_targets(results: dict, concurrency: list[int], overhead: dict | None =
                                     f"({ratio:.0%})", "met": ratio >= 0.9})
     for name, figures in (short_during_long or {}).items():
         ratio = figures["short_during_long_ms"] / figures["short_alone_ms"]
-        checks.append({"target": f"{name}: a short request sent during a long one takes <= 1.5x its "
+        # It joins the long one's batch: every step then computes two rows, which on a CPU costs
+        # more than one (up to twice where the model is compute-bound), so "about its own time"
+        # is <= 2x; waiting for the long answer instead would take the long one's remaining time.
+        checks.append({"target": f"{name}: a short request sent during a long one takes <= 2x its "
                                  f"time alone", "value": f"{figures['short_during_long_ms']:.0f} vs "
                                  f"{figures['short_alone_ms']:.0f} ms alone ({ratio:.2f}x; the "
-                                 f"long one takes {figures['long_alone_ms']:.0f} ms)",
-                       "met": ratio <= 1.5})
+                                 f"long one takes {figures['long_alone_ms']:.0f} ms alone)",
+                       "met": ratio <= 2})
     peaks = {c: r.get("proxy", {}).get(str(c), {}).get("peak_rss_mb") for c in concurrency}
     peaks = {c: v for c, v in peaks.items() if v}
     if len(peaks) > 1:

@@ -182,7 +182,11 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
         servers["transformers"] = Server(
             "transformers-cb",
             [str(BIN / "transformers"), "serve", "--continuous-batching", "--host", "127.0.0.1",
-             "--port", str(port), "--device", "cpu", str(model_dir)],
+             "--port", str(port), "--device", "cpu",
+             # Its KV cache is otherwise sized from the machine's free memory (14 GB for the tiny
+             # model, more than the machine has for the real-shape one); 512 blocks and 1024 tokens
+             # per step hold far more than 16 rows of these prompts and answers.
+             "--cb-num-blocks", "512", "--cb-max-batch-tokens", "1024", str(model_dir)],
             # The OpenMP setting hf_pyfunc's generator picks for itself, for a fair comparison.
             port, "/health", logs, {"OMP_WAIT_POLICY": "PASSIVE"})
     if want & {"gateway", "proxy", "proxy-transformers-cb"}:

@@ -81,6 +81,9 @@ class StepLoop:
         # transformers 5.24 renamed forward's `past_key_values` to `cache` (the old name warns).
         forward = inspect.signature(type(self.model).forward).parameters
         self.cache_kw = "cache" if "cache" in forward else "past_key_values"
+        # Only the last position's logits are needed after a prefill (a 100k vocabulary times
+        # every prompt token would be the largest tensor of the step).
+        self.last_logits = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
         self.rows: list[_Row] = []
         self.cache = None
         self.mask = None  # [rows, positions]: 1 for a real token, 0 for padding
@@ -119,7 +122,7 @@ class StepLoop:
         mask = batch["attention_mask"].to(self.device)
         cache = DynamicCache(config=self.model.config)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
-                         use_cache=True, logits_to_keep=1, **{self.cache_kw: cache})
+                         use_cache=True, **self.last_logits, **{self.cache_kw: cache})
         first = self._pick(out.logits[:, -1, :], [r.settings for r in rows], running=False)
         if self.rows:
             self.cache, self.mask = _merge(self.cache, self.mask, cache, mask)
