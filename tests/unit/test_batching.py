@@ -165,9 +165,11 @@ def test_a_batch_that_fails_is_retried_one_by_one(generator, reference_model, mo
     real_forward = generator.model.forward
 
     def fragile_forward(input_ids=None, **kwargs):
-        # The prompt's forward pass (its prefill) fails whenever the poison prompt is in it.
+        # The prompt's forward pass (its prefill) fails whenever the poison prompt is in it
+        # (prompts prefilled together may be packed into one row).
+        n = len(poison_ids)
         for row in input_ids.tolist():
-            if row[len(row) - len(poison_ids):] == poison_ids:
+            if any(row[i:i + n] == poison_ids for i in range(len(row) - n + 1)):
                 raise RuntimeError("this prompt breaks the model")
         return real_forward(input_ids=input_ids, **kwargs)
 
