@@ -6,7 +6,7 @@ Jobs that arrive while a batch runs are queued and go together in the next one.
 
 How long a batch waits for company adapts to the load. A batch starts as soon as `expected` jobs
 are queued, where `expected` is the most requests that were in the server (generating or queued)
-while the previous batch ran; or once it has waited `window_s` (counted from the later of the
+while the previous batch ran; or once it has waited `window()` (BATCH_WINDOW_MS, or half a decoding step when steps are longer; counted from the later of the
 oldest job's arrival and the end of the previous batch); or when `max_batch_size` jobs are queued.
 So one request at a time never waits, and eight clients that each send a new request as soon as
 they have an answer end up in one batch of eight, instead of in two groups of four that take
@@ -37,6 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
+
+
+# The longest a new batch waits for the jobs it expects, however slow the steps are.
+MAX_STEP_WINDOW_S = 1.0
 
 
 class QueueFull(RuntimeError):
@@ -101,6 +105,7 @@ class MicroBatcher:
         # How many batches of each size ran (a retry of a failed batch counts its single runs).
         self.batch_sizes: Counter[int] = Counter()
         self.joined = 0  # jobs that joined a running batch (take_joining)
+        self.step_s = 0.0  # a decoding step's time (note_step), which stretches the window
         self._current: list[Job] = []  # the running batch's jobs, joined ones included
         self._isolating = False  # retrying a failed batch's jobs one by one: nobody joins
 
@@ -128,7 +133,21 @@ class MicroBatcher:
             self._cond.notify()
         return [job.future for job in jobs]
 
+    def window(self) -> float:
+        """How long a new batch waits for the jobs it expects: BATCH_WINDOW_MS, or half a
+        decoding step where steps are longer. With a model of a real size on a CPU a step takes
+        hundreds of milliseconds, and answers that go back through the tracking proxy and the
+        gateway bring the next prompts in over more than 30 ms: a batch that started without
+        them would run its first steps short, and they would join later with a prefill of their
+        own while the others wait, their answers a step apart from then on. Half a step is
+        little next to the answer's many steps; with the tiny model it is microseconds."""
+        return max(self.window_s, min(0.5 * self.step_s, MAX_STEP_WINDOW_S))
+
     # -- called from run_batch, in the worker thread, between decoding steps ------------------
+    def note_step(self, seconds: float) -> None:
+        """A decoding step took `seconds` (a moving average is kept for `window`)."""
+        self.step_s = seconds if not self.step_s else 0.8 * self.step_s + 0.2 * seconds
+
     def take_joining(self, rows: int, width: int, budget: int) -> list[Job]:
         """Queued jobs that may join a running batch of `rows` rows, whose KV cache is `width`
         positions long and whose longest remaining answer is `budget` tokens: as many as fit in
@@ -197,7 +216,7 @@ class MicroBatcher:
                     return None
                 self._cond.wait()
             # Jobs left over from a full batch do not wait at all.
-            close_at = max(self._queue[0].submitted, self._last_end) + self.window_s
+            close_at = max(self._queue[0].submitted, self._last_end) + self.window()
             wanted = min(self.max_batch_size, max(1, self.expected))
             while len(self._queue) < wanted and not self._closed and not self._leftover:
                 remaining = close_at - time.monotonic()

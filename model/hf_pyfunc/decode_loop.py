@@ -71,7 +71,8 @@ class StepLoop:
     budget)` returns queued jobs that may join a batch of `rows` rows whose cache is `width`
     positions long and whose longest remaining answer is `budget` tokens."""
 
-    def __init__(self, generator: "HFGenerator", take_joining: Callable[[int, int, int], list[Job]]):
+    def __init__(self, generator: "HFGenerator", take_joining: Callable[[int, int, int], list[Job]],
+                 note_step: Callable[[float], None] | None = None):
         import torch
 
         self.torch = torch
@@ -79,6 +80,7 @@ class StepLoop:
         self.model = generator.model
         self.device = generator.model.device
         self.take_joining = take_joining
+        self.note_step = note_step  # told each decoding step's time (the batcher's window)
         # transformers 5.24 renamed forward's `past_key_values` to `cache` (the old name warns).
         forward = inspect.signature(type(self.model).forward).parameters
         self.cache_kw = "cache" if "cache" in forward else "past_key_values"
@@ -184,12 +186,15 @@ class StepLoop:
 
     def _step(self) -> None:
         torch = self.torch
+        started = time.monotonic()
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
         out = self.model(input_ids=self.pending[:, None], attention_mask=self.mask,
                          position_ids=_positions(self.mask)[:, -1:], use_cache=True,
                          **{self.cache_kw: self.cache})
         self.pending = self._pick(out.logits[:, -1, :], [r.settings for r in self.rows], running=True)
         self._record(self.rows, self.pending.tolist())
+        if self.note_step is not None:
+            self.note_step(time.monotonic() - started)
 
     def _leave(self) -> None:
         """Drop finished rows from the cache, and the columns that are padding for all others."""

@@ -237,7 +237,7 @@ class HFGenerator:
         if self.continuous:
             from hf_pyfunc.decode_loop import StepLoop
 
-            StepLoop(self, self.batcher.take_joining).run(jobs)
+            StepLoop(self, self.batcher.take_joining, self.batcher.note_step).run(jobs)
         else:
             self._generate_batch(jobs)
 
