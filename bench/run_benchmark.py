@@ -188,10 +188,13 @@ def run_model(args, name: str, model_dir: Path, description: str, requests, roun
 
 def _logged_threads(log: Path) -> str:
     """What the model server logged about its torch threads."""
+    import re
+
     try:
         for line in log.read_text(errors="replace").splitlines():
-            if "torch threads for" in line:
-                return line.split("INFO", 1)[-1].strip(" :-")[-160:]
+            found = re.search(r"(\d+ torch threads) for \S+: (.*)", line)
+            if found:
+                return f"{found[1]}, {found[2]}"
     except OSError:
         pass
     return "?"

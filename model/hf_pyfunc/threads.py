@@ -60,5 +60,5 @@ def choose_torch_threads(requested: int, parameters: int, cpus: int | None = Non
         return requested, "TORCH_THREADS"
     cpus = usable_cpus() if cpus is None else cpus
     threads = max(1, min(cpus, parameters // PARAMETERS_PER_THREAD))
-    return threads, (f"chosen for {parameters / 1e6:,.0f} M parameters on {cpus} usable CPUs "
+    return threads, (f"chosen for {parameters / 1e6:,.1f} M parameters on {cpus} usable CPUs "
                      f"(one per {PARAMETERS_PER_THREAD / 1e6:.0f} M; TORCH_THREADS overrides)")
