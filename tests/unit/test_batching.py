@@ -458,3 +458,29 @@ def test_torch_threads_follow_the_model_unless_set():
 
 def test_the_tiny_model_runs_on_one_thread_by_default(generator):
     assert generator.torch_threads == 1
+
+
+def test_models_whose_cache_cannot_be_merged_run_one_generate_per_batch(generator, reference_model, monkeypatch):
+    """The fallback for sliding-window, linear-attention or quantized caches (supports_step_loop
+    is False): per-row settings and exact greedy answers, without joining."""
+    monkeypatch.setattr(generator, "continuous", False)
+    outcomes, batches = run_together(
+        generator, [[chat(QUESTIONS[0], temperature=0, max_tokens=5)],
+                    [chat(QUESTIONS[2], temperature=0, max_tokens=9)],
+                    [chat(QUESTIONS[4], temperature=0.9, max_tokens=4)]])
+    assert batches == {3: 1}
+    assert outcomes[0][0].text == expected_chat(reference_model, QUESTIONS[0], 5)
+    assert outcomes[1][0].text == expected_chat(reference_model, QUESTIONS[2], 9)
+    assert outcomes[2][0].completion_tokens == 4
+
+
+def test_supports_step_loop_only_for_plain_dynamic_caches(generator):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from hf_pyfunc.decode_loop import supports_step_loop
+
+    assert supports_step_loop(generator.model)
+    sliding = MistralForCausalLM(MistralConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
+                                               num_hidden_layers=1, num_attention_heads=2,
+                                               num_key_value_heads=1, sliding_window=8))
+    assert not supports_step_loop(sliding)
