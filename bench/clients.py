@@ -93,7 +93,19 @@ class Client:
         return json.loads(raw)
 
 
-def measure_http(target: Target, concurrency: int, requests: int, reference: dict[str, str]) -> dict:
+def measure_http(target: Target, concurrency: int, requests: int, reference: dict[str, str],
+                 server: Server | None = None) -> dict:
+    """`requests` requests from `concurrency` closed-loop clients; `server`: the one holding the
+    model, whose peak memory during the point is recorded."""
+    if server is not None:
+        server.reset_peak()
+    point = _measure_http(target, concurrency, requests, reference)
+    if server is not None:
+        point["peak_rss_mb"] = server.memory()["peak_rss_mb"]
+    return point
+
+
+def _measure_http(target: Target, concurrency: int, requests: int, reference: dict[str, str]) -> dict:
     latencies: list[float] = [0.0] * requests
     answers: list[tuple[str, str, int]] = [("", "", 0)] * requests
     errors: list[str] = []
@@ -134,6 +146,7 @@ def measure_http(target: Target, concurrency: int, requests: int, reference: dic
         "error_sample": errors[:3],
         "wall_s": wall,
         "rps": len(done) / wall,
+        "tok_s": sum(a[2] for a in done) / wall,
         "latencies_ms": [x * 1000 for x, a in zip(latencies, answers) if a[0]],
         "completion_tokens": statistics.mean(a[2] for a in done) if done else 0,
         "exact": sum(reference.get(p) == text for p, text, _ in done) / max(1, len(done)),
@@ -166,3 +179,36 @@ def measure_overhead(targets: list[Target], max_tokens: int, samples: int) -> di
     paired = {name: statistics.median(x - d for x, d in zip(v, direct))
               for name, v in latencies.items() if direct and name in ("gateway", "proxy")}
     return {"median_ms": medians, "over_direct_ms": paired}
+
+
+def measure_short_during_long(target: Target, short_tokens: int, long_tokens: int, repeats: int = 3) -> dict:
+    """How long a short request takes alone, and sent while a long one generates (a quarter into
+    it): with continuous batching it joins the long one at the next step and takes about its own
+    generation time, instead of waiting for the long answer to end. Medians over `repeats`."""
+    def with_tokens(prompt: str, tokens: int) -> dict:
+        body = target.body(prompt)
+        if "json_data" in body:
+            return body | {"json_data": body["json_data"] | {"max_tokens": tokens}}
+        return body | {"max_tokens": tokens}
+
+    def timed(client: Client, prompt: str, tokens: int) -> float:
+        start = time.perf_counter()
+        client.post(target.path, with_tokens(prompt, tokens))
+        return time.perf_counter() - start
+
+    a, b = Client(target.url), Client(target.url)
+    alone = [timed(a, PROMPTS[0], short_tokens) for _ in range(repeats)]
+    long_alone = timed(b, PROMPTS[3], long_tokens)
+    during, long_ended_first = [], 0
+    for _ in range(repeats):
+        ended = threading.Event()
+        runner = threading.Thread(target=lambda: (timed(b, PROMPTS[3], long_tokens), ended.set()))
+        runner.start()
+        time.sleep(long_alone / 4)
+        during.append(timed(a, PROMPTS[0], short_tokens))
+        long_ended_first += ended.is_set()
+        runner.join()
+    return {"short_alone_ms": statistics.median(alone) * 1000,
+            "short_during_long_ms": statistics.median(during) * 1000,
+            "long_alone_ms": long_alone * 1000, "long_ended_first": long_ended_first,
+            "short_tokens": short_tokens, "long_tokens": long_tokens}

@@ -13,7 +13,7 @@ from bench.prompts import PROMPTS
 class InProcess:
     """`model.generate` on `concurrency` left-padded prompts at once: what batching can reach."""
 
-    def __init__(self, model_dir: Path, max_tokens: int):
+    def __init__(self, model_dir: Path, max_tokens: int, torch_threads: int | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -23,6 +23,15 @@ class InProcess:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        # The thread count the model server picks for this model (hf_pyfunc/threads.py), unless
+        # --torch-threads set one: the limit is measured with the same settings.
+        from hf_pyfunc.threads import choose_torch_threads
+
+        if torch_threads is None:
+            parameters = sum(p.numel() for p in self.model.parameters())
+            torch_threads = choose_torch_threads(0, parameters)[0]
+        self.threads = torch_threads
+        torch.set_num_threads(torch_threads)
         self.max_tokens = max_tokens
         self.ids = {p: self._encode(p) for p in PROMPTS}
 
@@ -48,7 +57,10 @@ class InProcess:
 
     def measure(self, concurrency: int, requests: int, reference: dict[str, str]) -> dict:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(requests)]
+        from bench.servers import peak_rss_mb, reset_peak
+
         latencies, exact = [], 0
+        reset_peak()
         t0 = time.perf_counter()
         for i in range(0, requests, concurrency):
             chunk = prompts[i:i + concurrency]
@@ -58,5 +70,6 @@ class InProcess:
             exact += sum(reference[p] == x for p, x in zip(chunk, texts))
         wall = time.perf_counter() - t0
         return {"requests": requests, "errors": 0, "error_sample": [], "wall_s": wall,
-                "rps": requests / wall, "latencies_ms": latencies,
+                "rps": requests / wall, "tok_s": requests * self.max_tokens / wall,
+                "peak_rss_mb": peak_rss_mb(), "latencies_ms": latencies,
                 "completion_tokens": self.max_tokens, "exact": exact / requests}

@@ -73,10 +73,19 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
 
-    def memory(self) -> dict:
-        """Processes in the server's group and their resident memory (one model copy or not)."""
-        pids = [int(p) for p in subprocess.run(["pgrep", "-g", str(self.proc.pid)],
+    def _pids(self) -> list[int]:
+        return [int(p) for p in subprocess.run(["pgrep", "-g", str(self.proc.pid)],
                                                capture_output=True, text=True).stdout.split()]
+
+    def reset_peak(self) -> None:
+        """Start a new peak-memory measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
+        for pid in self._pids():
+            reset_peak(pid)
+
+    def memory(self) -> dict:
+        """Processes in the server's group and their resident memory (one model copy or not);
+        the peak since the last `reset_peak`."""
+        pids = self._pids()
         rss = hwm = 0
         for pid in pids:
             try:
@@ -89,6 +98,19 @@ class Server:
         return {"processes": len(pids), "rss_mb": round(rss / 1024), "peak_rss_mb": round(hwm / 1024)}
 
 
+def reset_peak(pid: int | str = "self") -> None:
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb(pid: int | str = "self") -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return round(int(fields.get("VmHWM", "0 kB").split()[0]) / 1024)
+
+
 def pyfunc_server(name: str, model_dir: Path, work: Path, logs: Path, env: dict[str, str]) -> Server:
     """The model image's start.py: save the pyfunc model with the settings from `env`, then
     `mlflow models serve` with the environment it derives, on loopback."""
@@ -97,6 +119,7 @@ def pyfunc_server(name: str, model_dir: Path, work: Path, logs: Path, env: dict[
 
     settings = ModelServerSettings.from_env(
         {"DEFAULT_MAX_NEW_TOKENS": "32", **env}, model_id=str(model_dir), served_model_name=ENDPOINT)
+    env = {k: v for k, v in env.items() if k != "TORCH_THREADS"}  # it is in the saved settings
     save(work / f"{name}-model", settings)
     port = free_port()
     return Server(name, server_command(work / f"{name}-model", host="127.0.0.1", port=port),
@@ -149,7 +172,8 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
     logs = work / "logs"
     want = set(args.targets)
     batch_env = {k: str(v) for k, v in (("BATCH_WINDOW_MS", args.window_ms),
-                                         ("MAX_BATCH_SIZE", args.max_batch)) if v is not None}
+                                         ("MAX_BATCH_SIZE", args.max_batch),
+                                         ("TORCH_THREADS", args.torch_threads)) if v is not None}
     ours = bool(want & {"direct", "gateway", "proxy"})
     if ours:
         servers["direct"] = pyfunc_server("pyfunc", model_dir, work, logs, batch_env)
@@ -158,7 +182,11 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
         servers["transformers"] = Server(
             "transformers-cb",
             [str(BIN / "transformers"), "serve", "--continuous-batching", "--host", "127.0.0.1",
-             "--port", str(port), "--device", "cpu", str(model_dir)],
+             "--port", str(port), "--device", "cpu",
+             # Its KV cache is otherwise sized from the machine's free memory (14 GB for the tiny
+             # model, more than the machine has for the real-shape one); 512 blocks and 1024 tokens
+             # per step hold far more than 16 rows of these prompts and answers.
+             "--cb-num-blocks", "512", "--cb-max-batch-tokens", "1024", str(model_dir)],
             # The OpenMP setting hf_pyfunc's generator picks for itself, for a fair comparison.
             port, "/health", logs, {"OMP_WAIT_POLICY": "PASSIVE"})
     if want & {"gateway", "proxy", "proxy-transformers-cb"}:
@@ -168,9 +196,10 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
     if want & {"proxy", "proxy-transformers-cb"}:
         servers["tracking"] = tracking_server(work, logs, servers["gateway"].url)
     if "pyfunc-unbatched" in want:
-        servers["unbatched"] = pyfunc_server("pyfunc-unbatched", model_dir, work, logs, {"MAX_BATCH_SIZE": "1"})
+        servers["unbatched"] = pyfunc_server("pyfunc-unbatched", model_dir, work, logs,
+                                             {**batch_env, "MAX_BATCH_SIZE": "1"})
     for s in servers.values():
-        if args.torch_threads:
+        if args.torch_threads and s.name == "transformers-cb":
             s.env["OMP_NUM_THREADS"] = str(args.torch_threads)
         s.start()
     for s in servers.values():

@@ -6,7 +6,7 @@ Jobs that arrive while a batch runs are queued and go together in the next one.
 
 How long a batch waits for company adapts to the load. A batch starts as soon as `expected` jobs
 are queued, where `expected` is the most requests that were in the server (generating or queued)
-while the previous batch ran; or once it has waited `window_s` (counted from the later of the
+while the previous batch ran; or once it has waited `window()` (BATCH_WINDOW_MS, or half a decoding step when steps are longer; counted from the later of the
 oldest job's arrival and the end of the previous batch); or when `max_batch_size` jobs are queued.
 So one request at a time never waits, and eight clients that each send a new request as soon as
 they have an answer end up in one batch of eight, instead of in two groups of four that take
@@ -14,9 +14,16 @@ turns on the model (which is what "start with whatever is queued" settles into).
 A job's answer may come before its batch ends (the generator resolves each future as soon as its
 row is done).
 
+Continuous batching: while a batch runs, `run_batch` may call `take_joining` between two decoding
+steps; it hands over the queued jobs that fit beside the running rows (MAX_BATCH_SIZE rows,
+MAX_BATCH_TOKENS KV positions), oldest first, and they become part of the running batch. So a
+request that arrives during a long answer waits one step, not the whole answer; the window above
+only decides how the first rows of a batch are gathered.
+
 The batcher knows nothing about models: `run_batch(jobs)` does the work and must resolve every
-job's future. If `run_batch` raises for a batch of several jobs, each job is run again alone, so
-that one bad job cannot fail the others.
+job's future (the ones it took with `take_joining` too). If `run_batch` raises for a batch of
+several jobs, each unanswered job is run again alone, with no others joining, so that one bad job
+cannot fail the others.
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 logger = logging.getLogger(__name__)
+
+
+# The longest a new batch waits for the jobs it expects, however slow the steps are.
+MAX_STEP_WINDOW_S = 1.0
 
 
 class QueueFull(RuntimeError):
@@ -93,6 +104,10 @@ class MicroBatcher:
         self._last_end = 0.0  # time.monotonic() when the last batch ended
         # How many batches of each size ran (a retry of a failed batch counts its single runs).
         self.batch_sizes: Counter[int] = Counter()
+        self.joined = 0  # jobs that joined a running batch (take_joining)
+        self.step_s = 0.0  # a decoding step's time (note_step), which stretches the window
+        self._current: list[Job] = []  # the running batch's jobs, joined ones included
+        self._isolating = False  # retrying a failed batch's jobs one by one: nobody joins
 
     # -- called from the request threads ------------------------------------------------------
     def submit(self, job: Job) -> Future:
@@ -118,6 +133,51 @@ class MicroBatcher:
             self._cond.notify()
         return [job.future for job in jobs]
 
+    def window(self) -> float:
+        """How long a new batch waits for the jobs it expects: BATCH_WINDOW_MS, or half a
+        decoding step where steps are longer. With a model of a real size on a CPU a step takes
+        hundreds of milliseconds, and answers that go back through the tracking proxy and the
+        gateway bring the next prompts in over more than 30 ms: a batch that started without
+        them would run its first steps short, and they would join later with a prefill of their
+        own while the others wait, their answers a step apart from then on. Half a step is
+        little next to the answer's many steps; with the tiny model it is microseconds."""
+        return max(self.window_s, min(0.5 * self.step_s, MAX_STEP_WINDOW_S))
+
+    # -- called from run_batch, in the worker thread, between decoding steps ------------------
+    def note_step(self, seconds: float) -> None:
+        """A decoding step took `seconds` (a moving average is kept for `window`)."""
+        self.step_s = seconds if not self.step_s else 0.8 * self.step_s + 0.2 * seconds
+
+    def take_joining(self, rows: int, width: int, budget: int) -> list[Job]:
+        """Queued jobs that may join a running batch of `rows` rows, whose KV cache is `width`
+        positions long and whose longest remaining answer is `budget` tokens: as many as fit in
+        MAX_BATCH_SIZE rows and MAX_BATCH_TOKENS positions, rows x (longest cache + longest
+        remaining answer), oldest first. Jobs whose deadline passed in the queue fail here."""
+        if self._isolating:
+            return []
+        taken: list[Job] = []
+        now = time.monotonic()
+        with self._cond:
+            while self._queue and rows + len(taken) < self.max_batch_size:
+                job = self._queue[0]
+                if job.expired(now) or job.future.done():
+                    self._queue.popleft()
+                    _fail(job, DeadlineExceeded("the request timed out before its generation started"))
+                    continue
+                if self.max_batch_tokens:
+                    width = max(width, job.width)
+                    needed = (rows + len(taken) + 1) * (width + max(budget, job.budget))
+                    if needed > self.max_batch_tokens:
+                        break  # first come, first served: it joins when rows have left
+                    budget = max(budget, job.budget)
+                taken.append(self._queue.popleft())
+            if taken:
+                self._running.extend(taken)
+                self._current.extend(taken)
+                self.joined += len(taken)
+                self._peak = max(self._peak, rows + len(taken) + len(self._queue))
+        return taken
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until no batch runs and none is queued; False on timeout."""
         with self._cond:
@@ -142,7 +202,7 @@ class MicroBatcher:
                 self._run(jobs)
             except BaseException:  # never let the worker die: the server would hang forever
                 logger.exception("batch of %d failed outside run_batch", len(jobs))
-                for job in jobs:
+                for job in [*jobs, *self._current]:
                     _fail(job, RuntimeError("generation failed; see the model server's log"))
             with self._cond:
                 self.expected, self._running = self._peak, []
@@ -156,7 +216,7 @@ class MicroBatcher:
                     return None
                 self._cond.wait()
             # Jobs left over from a full batch do not wait at all.
-            close_at = max(self._queue[0].submitted, self._last_end) + self.window_s
+            close_at = max(self._queue[0].submitted, self._last_end) + self.window()
             wanted = min(self.max_batch_size, max(1, self.expected))
             while len(self._queue) < wanted and not self._closed and not self._leftover:
                 remaining = close_at - time.monotonic()
@@ -182,19 +242,24 @@ class MicroBatcher:
                 live.append(job)
         if not live:
             return
+        self._current = batch = list(live)  # take_joining adds to it
         try:
             self.batch_sizes[len(live)] += 1
             self.run_batch(live)
         except Exception as e:
-            if len(live) == 1:
+            if len(batch) == 1:
                 logger.exception("generation failed")
-                _fail(live[0], e)
+                _fail(batch[0], e)
             else:
-                logger.exception("a batch of %d failed; running its requests one by one", len(live))
-                for job in live:
-                    if not job.future.done():
-                        self._run([job])
-        for job in live:
+                logger.exception("a batch of %d failed; running its requests one by one", len(batch))
+                isolating, self._isolating = self._isolating, True
+                try:
+                    for job in batch:
+                        if not job.future.done():
+                            self._run([job])
+                finally:
+                    self._isolating = isolating
+        for job in batch:
             _fail(job, RuntimeError("the generator returned no answer for this request"))
 
 

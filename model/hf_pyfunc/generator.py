@@ -1,11 +1,13 @@
 """Load a Hugging Face causal LM once and generate for requests that arrive from many threads.
 
 `mlflow models serve` calls `predict` concurrently, one thread per request. Every request's
-prompts become jobs for a `MicroBatcher` (batcher.py), whose single worker thread runs one
-left-padded `model.generate` per batch of concurrent jobs, whatever their settings:
+prompts become jobs for a `MicroBatcher` (batcher.py), whose single worker thread decodes them
+together, whatever their settings, with continuous batching (decode_loop.py: jobs that arrive
+meanwhile join at the next step, finished rows leave); models whose KV cache cannot be merged
+that way run one left-padded `model.generate` per batch instead. Either way:
 - temperature, top_p and greedy-vs-sampling are applied per row by `_PerRowSampling`;
 - max_tokens, stop strings, EOS and the request deadline end each row on its own
-  (`_PerRowStop`), and a finished row's answer is handed back at once, before its batch ends.
+  (`_PerRowStop` for `generate`), and a finished row's answer is handed back at once.
 Greedy rows pick the argmax of their own logits, so a greedy answer is the same alone or batched.
 """
 
@@ -81,12 +83,13 @@ def quiet_openmp_threads() -> None:
 class HFGenerator:
     def __init__(self, settings: ModelServerSettings, model_id: str | None = None):
         """Load `model_id` (default: the first model of the settings) and start batching
-        (settings.py has every knob). On a small, shared CPU serving a small model,
-        TORCH_THREADS=1 leaves the other cores to the HTTP servers and is faster; 0 keeps torch's
-        default (one thread per core)."""
+        (settings.py has every knob). The torch thread count follows the model's size unless
+        TORCH_THREADS sets it (threads.py says why)."""
         quiet_openmp_threads()
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from hf_pyfunc.threads import choose_torch_threads
 
         model_id = model_id or settings.served_models[0].model_id
         self.model_id = model_id
@@ -103,6 +106,11 @@ class HFGenerator:
         self.model = AutoModelForCausalLM.from_pretrained(model_id, dtype=dtype).to(self.device)
         self.model.eval()
         logger.info("Model %s ready in %.1f s", model_id, time.monotonic() - started)
+        parameters = sum(p.numel() for p in self.model.parameters())
+        self.torch_threads, why = choose_torch_threads(settings.torch_threads, parameters)
+        if self.device == "cpu":
+            torch.set_num_threads(self.torch_threads)
+            logger.info("%d torch threads for %s: %s", self.torch_threads, model_id, why)
 
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -119,6 +127,9 @@ class HFGenerator:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
 
         self.request_timeout_s = settings.request_timeout_s
+        from hf_pyfunc.decode_loop import supports_step_loop
+
+        self.continuous = supports_step_loop(self.model)
         self.batcher = MicroBatcher(
             self._run_batch,
             window_s=settings.batch_window_ms / 1000,
@@ -130,9 +141,11 @@ class HFGenerator:
         # Each request waits for its batch in a thread of the server's pool: see generate().
         self.pool_threads = max(32, 2 * self.batcher.max_batch_size)
         logger.info(
-            "Batching up to %d concurrent prompts (window %.1f ms, %d tokens); request timeout %s; "
+            "Batching up to %d concurrent prompts (%s, window %.1f ms, %d tokens); request timeout %s; "
             "%d torch threads",
-            self.batcher.max_batch_size, self.batcher.window_s * 1000,
+            self.batcher.max_batch_size,
+            "continuous" if self.continuous else "one generate per batch: this model's cache cannot be merged",
+            self.batcher.window_s * 1000,
             self.batcher.max_batch_tokens, f"{self.request_timeout_s:g} s",
             torch.get_num_threads(),
         )
@@ -218,6 +231,21 @@ class HFGenerator:
 
     # -- the batcher's worker thread --------------------------------------------------------
     def _run_batch(self, jobs: list[Job]) -> None:
+        """Decode `jobs` (and the jobs that join them) until every one has its answer."""
+        import torch
+
+        # torch applies a thread count per calling thread: this model's, in its batcher's thread
+        # (several models may share the process, model_pool.py).
+        if self.device == "cpu" and torch.get_num_threads() != self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        if self.continuous:
+            from hf_pyfunc.decode_loop import StepLoop
+
+            StepLoop(self, self.batcher.take_joining, self.batcher.note_step).run(jobs)
+        else:
+            self._generate_batch(jobs)
+
+    def _generate_batch(self, jobs: list[Job]) -> None:
         """One `generate` for all jobs; each job's future is resolved as soon as its row ends."""
         import torch
         from transformers import LogitsProcessorList, StoppingCriteriaList

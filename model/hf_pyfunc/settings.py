@@ -29,7 +29,8 @@ class ModelServerSettings(ModelChoice, GenerationTimeout, RequestLimit):
     # Prompts that may wait for a batch, per model; past it a prompt is refused at once with a 429
     # (Retry-After), instead of waiting minutes for a timeout.
     max_queued_requests: int = Field(64, ge=1, description="a whole number, at least 1")
-    torch_threads: int = Field(0, ge=0, description="a whole number of CPU threads, 0 for torch's default")
+    # 0: chosen from the model's size and the usable CPUs at start, and logged (threads.py).
+    torch_threads: int = Field(0, ge=0, description="a whole number of CPU threads, 0 to choose from the model and the CPUs")
     # Models beyond it are loaded on demand and the least recently used one is unloaded
     # (model_pool.py); 0: 80% of the memory the container may use.
     model_memory_budget_gb: float = Field(0.0, ge=0, description="gigabytes, 0 for 80% of the memory available")

@@ -162,15 +162,18 @@ def test_a_bad_request_fails_alone(generator, reference_model):
 def test_a_batch_that_fails_is_retried_one_by_one(generator, reference_model, monkeypatch):
     poison = "毒"
     poison_ids = generator.encode(chat(poison))
-    real_generate = generator.model.generate
+    real_forward = generator.model.forward
 
-    def fragile_generate(input_ids, **kwargs):
+    def fragile_forward(input_ids=None, **kwargs):
+        # The prompt's forward pass (its prefill) fails whenever the poison prompt is in it
+        # (prompts prefilled together may be packed into one row).
+        n = len(poison_ids)
         for row in input_ids.tolist():
-            if row[len(row) - len(poison_ids):] == poison_ids:
-                raise RuntimeError("this prompt breaks generate")
-        return real_generate(input_ids=input_ids, **kwargs)
+            if any(row[i:i + n] == poison_ids for i in range(len(row) - n + 1)):
+                raise RuntimeError("this prompt breaks the model")
+        return real_forward(input_ids=input_ids, **kwargs)
 
-    monkeypatch.setattr(generator.model, "generate", fragile_generate)
+    monkeypatch.setattr(generator.model, "forward", fragile_forward)
     outcomes, batches = run_together(
         generator,
         [[chat(QUESTIONS[0], temperature=0, max_tokens=7)], [chat(poison, temperature=0, max_tokens=7)],
@@ -393,3 +396,91 @@ def test_the_stop_list_is_bounded_with_a_400_that_says_so(stop, words):
         SamplingParams.from_params({"stop": stop})
     assert e.value.get_http_status_code() == 400
     assert SamplingParams.from_params({"stop": ["x"] * 16}).stop == ("x",) * 16
+
+
+# -- continuous batching: requests join a running batch between steps -------------------------
+def test_a_request_that_arrives_during_a_long_answer_joins_it_and_is_answered_first(
+        generator, reference_model, slow_model):
+    assert generator.continuous  # a Llama: plain DynamicCache layers, merged step by step
+    batcher = generator.batcher
+    assert batcher.wait_idle(30)
+    before, joined = batcher.batch_sizes.copy(), batcher.joined
+    with ThreadPoolExecutor(4) as pool:
+        long = pool.submit(generator.generate, [chat(QUESTIONS[3], temperature=0, max_tokens=120)])
+        time.sleep(0.5)  # the long answer is being decoded (120 steps of at least 20 ms)
+        # A shorter prompt and a longer one than the running row's cache: both sides get padded.
+        short = pool.submit(generator.generate, [chat(QUESTIONS[0], temperature=0, max_tokens=6)])
+        longer_prompt = pool.submit(generator.generate, [completion("りんご " * 60, temperature=0, max_tokens=4)])
+        sampled = pool.submit(generator.generate, [chat(QUESTIONS[4], temperature=0.8, max_tokens=5)])
+        (short_answer,) = short.result(timeout=60)
+        assert not long.done(), "the short request waited for the long one"
+        (long_answer,) = long.result(timeout=120)
+        (longer_answer,) = longer_prompt.result(timeout=60)
+        assert sampled.result(timeout=60)[0].completion_tokens == 5
+    assert batcher.batch_sizes - before == {1: 1}  # one batch; the others joined it
+    assert batcher.joined - joined == 3
+    assert short_answer.text == expected_chat(reference_model, QUESTIONS[0], 6)
+    assert long_answer.text == expected_chat(reference_model, QUESTIONS[3], 120)
+    assert longer_answer.text == greedy_completion(*reference_model, "りんご " * 60, 4)
+
+
+def test_joining_respects_the_batch_size_and_token_bound(generator):
+    batcher = generator.batcher
+    batcher.max_batch_size, batcher.max_batch_tokens = 3, 1000
+    try:
+        jobs = [Job(i, width=10, budget=10) for i in range(4)]
+        batcher._queue.extend(jobs)
+        # 2 rows running: one more row fits the batch size.
+        assert batcher.take_joining(2, 10, 10) == jobs[:1]
+        # 1 row with a 400-position cache and 100 tokens to go: a second row needs 2 x 500.
+        assert batcher.take_joining(1, 400, 100) == jobs[1:2]
+        assert batcher.take_joining(1, 500, 100) == []  # 2 x 600 > 1000: it waits
+        expired = Job("late", deadline=time.monotonic() - 1)
+        batcher._queue.appendleft(expired)
+        assert batcher.take_joining(0, 0, 0) == jobs[2:4]
+        with pytest.raises(DeadlineExceeded):
+            expired.future.result(timeout=1)
+    finally:
+        batcher._queue.clear()
+        batcher._running, batcher._current = [], []
+        batcher.max_batch_size, batcher.max_batch_tokens = 16, 8192
+
+
+def test_torch_threads_follow_the_model_unless_set():
+    from hf_pyfunc.threads import choose_torch_threads, usable_cpus
+
+    assert choose_torch_threads(3, 10**6, cpus=2)[0] == 3  # TORCH_THREADS wins
+    assert choose_torch_threads(0, 10**6, cpus=2)[0] == 1  # tiny: one thread
+    assert choose_torch_threads(0, 840 * 10**6, cpus=2)[0] == 2  # llm-jp-3-3.7b width: every CPU
+    assert choose_torch_threads(0, 3_800 * 10**6, cpus=16)[0] == 16
+    assert 1 <= usable_cpus() <= (__import__("os").cpu_count() or 1)
+
+
+def test_the_tiny_model_runs_on_one_thread_by_default(generator):
+    assert generator.torch_threads == 1
+
+
+def test_models_whose_cache_cannot_be_merged_run_one_generate_per_batch(generator, reference_model, monkeypatch):
+    """The fallback for sliding-window, linear-attention or quantized caches (supports_step_loop
+    is False): per-row settings and exact greedy answers, without joining."""
+    monkeypatch.setattr(generator, "continuous", False)
+    outcomes, batches = run_together(
+        generator, [[chat(QUESTIONS[0], temperature=0, max_tokens=5)],
+                    [chat(QUESTIONS[2], temperature=0, max_tokens=9)],
+                    [chat(QUESTIONS[4], temperature=0.9, max_tokens=4)]])
+    assert batches == {3: 1}
+    assert outcomes[0][0].text == expected_chat(reference_model, QUESTIONS[0], 5)
+    assert outcomes[1][0].text == expected_chat(reference_model, QUESTIONS[2], 9)
+    assert outcomes[2][0].completion_tokens == 4
+
+
+def test_supports_step_loop_only_for_plain_dynamic_caches(generator):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from hf_pyfunc.decode_loop import supports_step_loop
+
+    assert supports_step_loop(generator.model)
+    sliding = MistralForCausalLM(MistralConfig(vocab_size=32, hidden_size=16, intermediate_size=32,
+                                               num_hidden_layers=1, num_attention_heads=2,
+                                               num_key_value_heads=1, sliding_window=8))
+    assert not supports_step_loop(sliding)
