@@ -13,7 +13,7 @@ uvicorn and gunicorn have no body limit of their own (only header limits), hence
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 KNOB = "MAX_REQUEST_MB"
 
@@ -86,14 +86,27 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _discard(self, receive) -> None:
-        """Read (and drop) up to another `max_bytes` of the body before answering: a client that
-        sends its whole body before it reads the answer (most do) then gets the 413 instead of a
-        broken connection. A body larger still is cut off: the server closes the connection."""
-        dropped = 0
-        while dropped <= self.max_bytes:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            dropped += len(message.get("body", b""))
-            if not message.get("more_body"):
-                return
+        await drop_some(_body_chunks(receive), self.max_bytes)
+
+
+async def _body_chunks(receive) -> AsyncIterator[bytes]:
+    """The rest of a request body, chunk by chunk, from an ASGI `receive`."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        yield message.get("body", b"")
+        if not message.get("more_body"):
+            return
+
+
+async def drop_some(chunks: AsyncIterator[bytes], limit: int) -> None:
+    """Read (and drop) up to another `limit` bytes of a refused body before answering: a client
+    that sends its whole body before it reads the answer (most do) then gets the 413 instead of a
+    broken connection. A body larger still is cut off: the server closes the connection. The UI's
+    gateway proxy drops the same way (gateway_proxy.read_body)."""
+    dropped = 0
+    async for chunk in chunks:
+        dropped += len(chunk)
+        if dropped > limit:
+            return

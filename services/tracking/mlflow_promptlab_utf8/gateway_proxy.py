@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from promptlab_stack.body_limit import drop_some
 from promptlab_stack.timings import UI_PROXY_POOL_KEEPALIVE_S
 
 from mlflow_promptlab_utf8.mlflow_compat import add_route_before_flask, on_shutdown, validate_gateway_path
@@ -161,7 +162,7 @@ async def read_body(request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         if int(declared) <= 2 * limit:
-            await _discard(request, limit)
+            await drop_some(request.stream(), limit)
         raise ProxyError(413, f"The request body is {int(declared):,} bytes; the UI's gateway proxy takes "
                               f"at most {limit:,} (MAX_REQUEST_MB)")
     body = bytearray()
@@ -169,22 +170,10 @@ async def read_body(request, limit: int) -> bytes:
     async for chunk in stream:
         body += chunk
         if len(body) > limit:
-            dropped = 0
-            async for rest in stream:
-                dropped += len(rest)
-                if dropped > limit:
-                    break
+            await drop_some(stream, limit)
             raise ProxyError(413, f"The request body is larger than {limit:,} bytes, the most the UI's "
                                   "gateway proxy takes (MAX_REQUEST_MB)")
     return bytes(body)
-
-
-async def _discard(request, limit: int) -> None:
-    dropped = 0
-    async for chunk in request.stream():
-        dropped += len(chunk)
-        if dropped > limit:
-            return
 
 
 def _not_json(constant: str):
