@@ -89,6 +89,7 @@ class HFGenerator:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from hf_pyfunc.prepacked_weights import prepack_linear_layers
         from hf_pyfunc.threads import choose_torch_threads
 
         model_id = model_id or settings.served_models[0].model_id
@@ -107,10 +108,14 @@ class HFGenerator:
         self.model.eval()
         logger.info("Model %s ready in %.1f s", model_id, time.monotonic() - started)
         parameters = sum(p.numel() for p in self.model.parameters())
+        # Counted before prepacking: prepacked weights are buffers in their own layout.
+        self._memory_bytes = int(self.model.get_memory_footprint())
         self.torch_threads, why = choose_torch_threads(settings.torch_threads, parameters)
         if self.device == "cpu":
             torch.set_num_threads(self.torch_threads)
             logger.info("%d torch threads for %s: %s", self.torch_threads, model_id, why)
+        # After the thread count is set: `auto` times the layers with the threads they will use.
+        logger.info("%s: %s", model_id, prepack_linear_layers(self.model, settings.prepack_weights))
 
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -164,8 +169,8 @@ class HFGenerator:
 
     # -- the request threads ----------------------------------------------------------------
     def memory_bytes(self) -> int:
-        """The loaded weights and buffers (transformers' own count)."""
-        return int(self.model.get_memory_footprint())
+        """The loaded weights and buffers (transformers' own count, taken at load)."""
+        return self._memory_bytes
 
     def close(self) -> None:
         """Finish the queued jobs, stop the batcher and let the weights go."""

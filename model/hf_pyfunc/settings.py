@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -31,6 +32,9 @@ class ModelServerSettings(ModelChoice, GenerationTimeout, RequestLimit):
     max_queued_requests: int = Field(64, ge=1, description="a whole number, at least 1")
     # 0: chosen from the model's size and the usable CPUs at start, and logged (threads.py).
     torch_threads: int = Field(0, ge=0, description="a whole number of CPU threads, 0 to choose from the model and the CPUs")
+    # auto: linear layers prepacked for oneDNN when a measurement at start shows it is faster
+    # (CPU float32 only; prepacked_weights.py).
+    prepack_weights: Literal["auto", "on", "off"] = Field("auto", description="auto, on or off")
     # Models beyond it are loaded on demand and the least recently used one is unloaded
     # (model_pool.py); 0: 80% of the memory the container may use.
     model_memory_budget_gb: float = Field(0.0, ge=0, description="gigabytes, 0 for 80% of the memory available")
