@@ -92,8 +92,13 @@ def test_backup_refuses_when_the_data_is_not_on_the_volumes(settings, monkeypatc
     assert ("pg_dump" in err) if "BACKEND_STORE_URI" in settings else ("bucket" in err)
 
 
-def test_a_database_that_cannot_be_reached_is_one_line_naming_the_knob(capfd):
+def test_a_database_that_cannot_be_reached_is_one_line_naming_the_knob(capfd, monkeypatch):
+    import mlflow.store.db.utils
+
     from mlflow_promptlab_utf8.db_upgrade import upgrade
+
+    # MLflow retries a connection 10 times with backoff (100 s in all): once is enough here.
+    monkeypatch.setattr(mlflow.store.db.utils, "MAX_RETRY_COUNT", 1)
 
     assert upgrade(f"postgresql://mlflow@127.0.0.1:{free_port()}/mlflow", NOBODY) == 1
     err = capfd.readouterr().err
