@@ -1,4 +1,8 @@
-"""`model.generate` in this process on left-padded batches: the limit that batching can reach."""
+"""`model.generate` in this process on left-padded batches: the limit that batching can reach.
+
+The model gets what the model server gives it at start: the same torch thread count and the
+same linear layers (prepacked for oneDNN when PREPACK_WEIGHTS decides so), so that the limit
+measures what serving costs and not a different kernel."""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from bench.prompts import PROMPTS
 class InProcess:
     """`model.generate` on `concurrency` left-padded prompts at once: what batching can reach."""
 
-    def __init__(self, model_dir: Path, max_tokens: int, torch_threads: int | None = None):
+    def __init__(self, model_dir: Path, max_tokens: int, torch_threads: int | None = None,
+                 prepack_weights: str = "auto"):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -32,6 +37,9 @@ class InProcess:
             torch_threads = choose_torch_threads(0, parameters)[0]
         self.threads = torch_threads
         torch.set_num_threads(torch_threads)
+        from hf_pyfunc.prepacked_weights import prepack_linear_layers
+
+        self.layers = prepack_linear_layers(self.model, prepack_weights)
         self.max_tokens = max_tokens
         self.ids = {p: self._encode(p) for p in PROMPTS}
 

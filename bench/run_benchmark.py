@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--torch-threads", type=int,
                    help="TORCH_THREADS for the pyfunc servers, OMP_NUM_THREADS for transformers serve "
                         "and torch threads in-process (default: each picks its own)")
+    p.add_argument("--prepack-weights", choices=["auto", "on", "off"],
+                   help="PREPACK_WEIGHTS for the pyfunc servers and in-process (default: the server's, auto)")
     p.add_argument("--stack-url", help="also measure a running compose stack's tracking proxy, e.g. "
                                        "http://127.0.0.1:5077")
     p.add_argument("--stack-endpoint", default=ENDPOINT, help="the stack's chat endpoint name")
@@ -112,7 +114,7 @@ def run_model(args, name: str, model_dir: Path, description: str, requests, roun
     """Every target on one model: servers started, rounds interleaved, servers stopped."""
     import torch
 
-    inproc = InProcess(model_dir, args.max_tokens, args.torch_threads)
+    inproc = InProcess(model_dir, args.max_tokens, args.torch_threads, args.prepack_weights or "auto")
     reference = inproc.reference()
     if "in-process" not in args.targets:
         inproc.model = None  # only its answers were needed
@@ -175,9 +177,9 @@ def run_model(args, name: str, model_dir: Path, description: str, requests, roun
                    "/".join(str(requests(c)) for c in concurrency) + f" (c={','.join(map(str, concurrency))})",
                    "max_tokens": args.max_tokens, "rounds": rounds, "concurrency": concurrency,
                    "window_ms": args.window_ms, "max_batch": args.max_batch,
-                   "torch_threads": args.torch_threads},
+                   "torch_threads": args.torch_threads, "prepack_weights": args.prepack_weights},
         "machine": f"{os.cpu_count()} CPUs, torch {torch.__version__}; in-process {inproc.threads} "
-                   f"torch threads; model server: {threads}",
+                   f"torch threads, {inproc.layers}; model server: {threads}",
         "results": results,
         "short_during_long": short_during_long,
         "overhead_ms": overhead,
@@ -187,17 +189,21 @@ def run_model(args, name: str, model_dir: Path, description: str, requests, roun
 
 
 def _logged_threads(log: Path) -> str:
-    """What the model server logged about its torch threads."""
+    """What the model server logged about its torch threads and its linear layers."""
     import re
 
+    said = []
     try:
         for line in log.read_text(errors="replace").splitlines():
             found = re.search(r"(\d+ torch threads) for \S+: (.*)", line)
             if found:
-                return f"{found[1]}, {found[2]}"
+                said.append(f"{found[1]}, {found[2]}")
+            found = re.search(r": ((?:\d+ |dense )linear layers.*)", line)
+            if found:
+                said.append(found[1])
     except OSError:
         pass
-    return "?"
+    return "; ".join(said) or "?"
 
 
 if __name__ == "__main__":

@@ -119,7 +119,8 @@ def pyfunc_server(name: str, model_dir: Path, work: Path, logs: Path, env: dict[
 
     settings = ModelServerSettings.from_env(
         {"DEFAULT_MAX_NEW_TOKENS": "32", **env}, model_id=str(model_dir), served_model_name=ENDPOINT)
-    env = {k: v for k, v in env.items() if k != "TORCH_THREADS"}  # it is in the saved settings
+    # These two are in the saved settings (the MLmodel file), which the server reads.
+    env = {k: v for k, v in env.items() if k not in ("TORCH_THREADS", "PREPACK_WEIGHTS")}
     save(work / f"{name}-model", settings)
     port = free_port()
     return Server(name, server_command(work / f"{name}-model", host="127.0.0.1", port=port),
@@ -173,7 +174,8 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
     want = set(args.targets)
     batch_env = {k: str(v) for k, v in (("BATCH_WINDOW_MS", args.window_ms),
                                          ("MAX_BATCH_SIZE", args.max_batch),
-                                         ("TORCH_THREADS", args.torch_threads)) if v is not None}
+                                         ("TORCH_THREADS", args.torch_threads),
+                                         ("PREPACK_WEIGHTS", args.prepack_weights)) if v is not None}
     ours = bool(want & {"direct", "gateway", "proxy"})
     if ours:
         servers["direct"] = pyfunc_server("pyfunc", model_dir, work, logs, batch_env)
