@@ -29,8 +29,9 @@ def summarize(points: list[dict]) -> dict:
 
 def check_targets(results: dict, concurrency: list[int], overhead: dict | None = None,
                   short_during_long: dict | None = None, against_limit: bool = True) -> list[dict]:
-    """`against_limit`: check the UI's path against in-process generate (a model of a real size;
-    on the tiny model HTTP and JSON cost more than the model, so only the peer is a fair bar)."""
+    """`against_limit`: a model of a real size, where the UI's path is checked against in-process
+    generate and the short request during a long one (on the tiny model HTTP and JSON cost more
+    than the model, so only the peer is a fair bar)."""
     r = results
     checks = []
 
@@ -44,18 +45,21 @@ def check_targets(results: dict, concurrency: list[int], overhead: dict | None =
             checks.append({"target": f"proxy at c={c} >= 90% of in-process generate on the same batch",
                            "value": f"{tok_s('proxy', c):.1f} vs {tok_s('in-process', c):.1f} tok/s "
                                     f"({ratio:.0%})", "met": ratio >= 0.9})
-    for name, figures in (short_during_long or {}).items():
+    # Issue 17 sets it for a model of a real size; the tiny model's figures are shown, not checked
+    # (its step takes a millisecond, less than the HTTP hops that carry the request).
+    for name, figures in (short_during_long or {}).items() if against_limit else ():
         if name != "proxy":
             continue  # the peer's figure is shown beside ours (model_section), not a target
         ratio = figures["short_during_long_ms"] / figures["short_alone_ms"]
-        # It joins the long one's batch: every step then computes two rows, which on a CPU costs
-        # more than one (up to twice where the model is compute-bound), so "about its own time"
-        # is <= 2x; waiting for the long answer instead would take the long one's remaining time.
-        checks.append({"target": f"{name}: a short request sent during a long one takes <= 2x its "
+        # It joins the long one's batch at the next step, and the two share every step from then
+        # on; with the model server's prepacked layers a step for two rows costs about a quarter
+        # more than for one on a CPU, so "about its own time" is <= 1.5x (waiting for the long
+        # answer instead would add the long one's remaining time).
+        checks.append({"target": f"{name}: a short request sent during a long one takes <= 1.5x its "
                                  f"time alone", "value": f"{figures['short_during_long_ms']:.0f} vs "
                                  f"{figures['short_alone_ms']:.0f} ms alone ({ratio:.2f}x; the "
                                  f"long one takes {figures['long_alone_ms']:.0f} ms alone)",
-                       "met": ratio <= 2})
+                       "met": ratio <= 1.5})
     peaks = {c: r.get("proxy", {}).get(str(c), {}).get("peak_rss_mb") for c in concurrency}
     peaks = {c: v for c, v in peaks.items() if v}
     if len(peaks) > 1:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="requests per point for the real-shape model (0: twice the concurrency, at least 8)")
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--real-rounds", type=int, default=2, help="rounds for the real-shape model")
+    p.add_argument("--real-rounds", type=int, default=3, help="rounds for the real-shape model")
     p.add_argument("--targets", default=",".join(DEFAULT_TARGETS), help=f"comma-separated, of {ALL_TARGETS}")
     p.add_argument("--window-ms", type=float, help="BATCH_WINDOW_MS for the pyfunc server")
     p.add_argument("--max-batch", type=int, help="MAX_BATCH_SIZE for the pyfunc server")
