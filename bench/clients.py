@@ -181,10 +181,12 @@ def measure_overhead(targets: list[Target], max_tokens: int, samples: int) -> di
     return {"median_ms": medians, "over_direct_ms": paired}
 
 
-def measure_short_during_long(target: Target, short_tokens: int, long_tokens: int, repeats: int = 3) -> dict:
+def measure_short_during_long(target: Target, short_tokens: int, long_tokens: int, repeats: int = 5) -> dict:
     """How long a short request takes alone, and sent while a long one generates (a quarter into
     it): with continuous batching it joins the long one at the next step and takes about its own
-    generation time, instead of waiting for the long answer to end. Medians over `repeats`."""
+    generation time, instead of waiting for the long answer to end. Medians over `repeats`; each
+    repeat measures the short request alone right before it is sent during a long one, so that
+    a machine that slows down or speeds up meanwhile moves both figures alike."""
     def with_tokens(prompt: str, tokens: int) -> dict:
         body = target.body(prompt)
         if "json_data" in body:
@@ -197,10 +199,10 @@ def measure_short_during_long(target: Target, short_tokens: int, long_tokens: in
         return time.perf_counter() - start
 
     a, b = Client(target.url), Client(target.url)
-    alone = [timed(a, PROMPTS[0], short_tokens) for _ in range(repeats)]
     long_alone = timed(b, PROMPTS[3], long_tokens)
-    during, long_ended_first = [], 0
+    alone, during, long_ended_first = [], [], 0
     for _ in range(repeats):
+        alone.append(timed(a, PROMPTS[0], short_tokens))
         ended = threading.Event()
         runner = threading.Thread(target=lambda: (timed(b, PROMPTS[3], long_tokens), ended.set()))
         runner.start()
@@ -211,4 +213,4 @@ def measure_short_during_long(target: Target, short_tokens: int, long_tokens: in
     return {"short_alone_ms": statistics.median(alone) * 1000,
             "short_during_long_ms": statistics.median(during) * 1000,
             "long_alone_ms": long_alone * 1000, "long_ended_first": long_ended_first,
-            "short_tokens": short_tokens, "long_tokens": long_tokens}
+            "short_tokens": short_tokens, "long_tokens": long_tokens, "repeats": repeats}

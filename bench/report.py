@@ -134,7 +134,8 @@ def model_section(report: dict) -> list[str]:
         lines.append("")
     if report.get("short_during_long"):
         lines += ["A short request sent a quarter into a long one, against the same request alone "
-                  "(median of 3): " + "; ".join(
+                  "right before it (medians of "
+                  f"{next(iter(report['short_during_long'].values())).get('repeats', 3)} pairs): " + "; ".join(
                       f"{n} {f['short_during_long_ms']:.0f} ms vs {f['short_alone_ms']:.0f} ms alone "
                       f"({f['short_tokens']} new tokens; the long one, {f['long_tokens']} new tokens, "
                       f"takes {f['long_alone_ms']:.0f} ms alone)"

@@ -17,15 +17,18 @@ of the model's linear layers both ways, for one row and for eight, and prepacks 
 clearly faster (on the tiny test model the per-call conversion costs more than it saves). `on`
 and `off` skip the measurement. Only CPU float32 models are concerned; a weight shared with
 another module (tied embeddings) stays dense, since prepacking it would keep a second copy.
+
+Memory: dense weights are pages of the weight files that transformers maps; prepacked ones are
+the server's own memory, of the model's size (the embeddings are copied out of the files too, so
+that no mapping is kept alive: 3.7 GB resident for the 2-layer model, against 2.5 GB of mapped
+pages dense, which leaves most of the embedding table on disk). The start reads each weight once
+more while it prepacks.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections import Counter
-
-logger = logging.getLogger(__name__)
 
 # oneDNN must be at least this much faster (time ratio) for `auto` to prepack: below it the
 # difference is within the noise of a start-up measurement.
