@@ -37,11 +37,14 @@ class InProcess:
             torch_threads = choose_torch_threads(0, parameters)[0]
         self.threads = torch_threads
         torch.set_num_threads(torch_threads)
+        self.max_tokens = max_tokens
+        self.ids = {p: self._encode(p) for p in PROMPTS}
+        # The ground truth is plain transformers, before any prepacking: every target (this one
+        # included) is checked against what dense `generate` answers.
+        self._reference = {p: self.generate([p])[0] for p in PROMPTS}
         from hf_pyfunc.prepacked_weights import prepack_linear_layers
 
         self.layers = prepack_linear_layers(self.model, prepack_weights)
-        self.max_tokens = max_tokens
-        self.ids = {p: self._encode(p) for p in PROMPTS}
 
     def _encode(self, prompt: str) -> list[int]:
         return list(self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
@@ -60,8 +63,8 @@ class InProcess:
                 for row in out]
 
     def reference(self) -> dict[str, str]:
-        """Each prompt alone, greedy: the answer every server should give."""
-        return {p: self.generate([p])[0] for p in PROMPTS}
+        """Each prompt alone, greedy, with plain dense layers: the answer every server should give."""
+        return dict(self._reference)
 
     def measure(self, concurrency: int, requests: int, reference: dict[str, str]) -> dict:
         prompts = [PROMPTS[i % len(PROMPTS)] for i in range(requests)]

@@ -119,7 +119,7 @@ def model_section(report: dict) -> list[str]:
                   "proxy: the model server, in-process: the benchmark itself):", "",
                   *table(lambda p: str(p["peak_rss_mb"]) if p.get("peak_rss_mb") else ""), ""]
     exact = {name: statistics.mean(p["exact"] for p in points.values()) for name, points in res.items()}
-    lines += ["Answers equal to greedy `model.generate` on the prompt alone: " +
+    lines += ["Answers equal to greedy `model.generate` on the prompt alone (plain transformers, dense layers): " +
               ", ".join(f"{n} {v:.0%}" for n, v in exact.items()) + ".", ""]
     if report.get("overhead_ms"):
         names = list(next(iter(report["overhead_ms"].values()))["median_ms"])
