@@ -56,8 +56,7 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            if int(declared) <= 2 * self.max_bytes:
-                await self._discard(receive)
+            await drop_some(_body_chunks(receive), self.max_bytes, int(declared))
             return await self._refuse(send, int(declared))
         # Read the body here, up to the limit, and hand it to the app whole: both apps read it
         # whole anyway, and an error raised from inside the app's `receive` would reach the
@@ -70,7 +69,7 @@ class BodyLimit:
             body += message.get("body", b"")
             if len(body) > self.max_bytes:
                 if message.get("more_body"):
-                    await self._discard(receive)
+                    await drop_some(_body_chunks(receive), self.max_bytes)
                 return await self._refuse(send, None)
             if not message.get("more_body"):
                 break
@@ -85,9 +84,6 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _discard(self, receive) -> None:
-        await drop_some(_body_chunks(receive), self.max_bytes)
-
 
 async def _body_chunks(receive) -> AsyncIterator[bytes]:
     """The rest of a request body, chunk by chunk, from an ASGI `receive`."""
@@ -100,11 +96,14 @@ async def _body_chunks(receive) -> AsyncIterator[bytes]:
             return
 
 
-async def drop_some(chunks: AsyncIterator[bytes], limit: int) -> None:
+async def drop_some(chunks: AsyncIterator[bytes], limit: int, declared: int | None = None) -> None:
     """Read (and drop) up to another `limit` bytes of a refused body before answering: a client
     that sends its whole body before it reads the answer (most do) then gets the 413 instead of a
-    broken connection. A body larger still is cut off: the server closes the connection. The UI's
-    gateway proxy drops the same way (gateway_proxy.read_body)."""
+    broken connection. A body larger still is cut off: the server closes the connection, and one
+    whose Content-Length (`declared`) already says so is not read at all. The UI's gateway proxy
+    drops the same way (gateway_proxy.read_body)."""
+    if declared is not None and declared > 2 * limit:
+        return
     dropped = 0
     async for chunk in chunks:
         dropped += len(chunk)

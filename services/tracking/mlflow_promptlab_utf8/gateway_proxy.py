@@ -161,8 +161,7 @@ async def read_body(request, limit: int) -> bytes:
     that the connection is cut (promptlab_stack/body_limit.py does the same at the other hops)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        if int(declared) <= 2 * limit:
-            await drop_some(request.stream(), limit)
+        await drop_some(request.stream(), limit, int(declared))
         raise ProxyError(413, f"The request body is {int(declared):,} bytes; the UI's gateway proxy takes "
                               f"at most {limit:,} (MAX_REQUEST_MB)")
     body = bytearray()
