@@ -14,7 +14,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.request
-from pathlib import Path
 
 from promptlab_stack.settings import SettingsError
 
@@ -40,9 +39,7 @@ def redacted(uri: str) -> str:
 def upgrade(store_uri: str, health_url: str = TRACKING_HEALTH_URL) -> int:
     import mlflow
 
-    if store_uri.startswith("sqlite:///"):
-        Path(store_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
+    try:  # MLflow's engine creates a SQLite file's folder itself
         current, head = schema_revisions(store_uri)
     except Exception as e:  # noqa: BLE001 - the message names the cause; the server would fail the same way
         cause = (str(getattr(e, "orig", None) or e).strip().splitlines() or [type(e).__name__])[0]
