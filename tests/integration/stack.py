@@ -30,8 +30,11 @@ class Stack:
     compose_files: tuple[str, ...] = ("docker-compose.yml",)
 
     @property
-    def profile_args(self) -> list[str]:
-        return [a for p in self.profile.split(",") for a in ("--profile", p)]
+    def compose_command(self) -> list[str]:
+        """`docker compose` with this stack's files and profiles, before the subcommand."""
+        files = [a for f in self.compose_files for a in ("-f", str(REPO / f))]
+        profiles = [a for p in self.profile.split(",") for a in ("--profile", p)]
+        return ["docker", "compose", *files, *profiles]
 
     @property
     def url(self) -> str:
@@ -55,17 +58,15 @@ class Stack:
         }
 
     def compose(self, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
-        files = [a for f in self.compose_files for a in ("-f", str(REPO / f))]
         return subprocess.run(
-            ["docker", "compose", *files, *self.profile_args, *args],
+            [*self.compose_command, *args],
             cwd=REPO, env=self.env, check=check, timeout=timeout, text=True,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
 
     def exec_tracking(self, *args: str, stdin: bytes = b"", timeout: float = 600) -> subprocess.CompletedProcess:
         """A command in the tracking container, as `docker compose exec -T tracking ...` runs it."""
-        files = [a for f in self.compose_files for a in ("-f", str(REPO / f))]
-        return subprocess.run(["docker", "compose", *files, *self.profile_args, "exec", "-T", "tracking", *args],
+        return subprocess.run([*self.compose_command, "exec", "-T", "tracking", *args],
                               cwd=REPO, env=self.env, input=stdin, capture_output=True, timeout=timeout)
 
     def up(self) -> None:

@@ -231,8 +231,7 @@ def test_a_backup_taken_while_running_brings_every_run_back_after_its_volumes_ar
     refused = stack.exec_tracking("promptlab-restore", stdin=backup.stdout)
     assert refused.returncode == 2 and "stop it first" in refused.stderr.decode()
     stack.compose("stop", "tracking")
-    files = [a for f in stack.compose_files for a in ("-f", str(REPO / f))]
-    restore = subprocess.run(["docker", "compose", *files, *stack.profile_args, "run", "--rm", "-T",
+    restore = subprocess.run([*stack.compose_command, "run", "--rm", "-T",
                               "--no-deps", "tracking", "promptlab-restore"], cwd=REPO, env=stack.env,
                              input=backup.stdout, capture_output=True, timeout=300)
     assert restore.returncode == 0, restore.stderr.decode()[-2000:]
