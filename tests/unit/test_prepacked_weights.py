@@ -121,14 +121,19 @@ def test_a_prompt_that_joins_a_running_prepacked_batch_is_exact(prepacked, refer
     assert long_answer == [greedy_chat(*reference_model, [{"role": "user", "content": PROMPTS[3]}], 200)]
 
 
-def test_tied_embeddings_stay_dense_and_tied(tmp_path):
-    import torch
+def small_llama(**config):
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, **config)).eval()
+
+
+def test_tied_embeddings_stay_dense_and_tied():
+    import torch
 
     from hf_pyfunc.prepacked_weights import prepack_linear_layers
 
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                         num_attention_heads=2, tie_word_embeddings=True)).eval()
+    model = small_llama(tie_word_embeddings=True)
     assert model.lm_head.weight is model.model.embed_tokens.weight
     ids = torch.tensor([[1, 5, 9, 3]])
     with torch.inference_mode():
@@ -143,12 +148,9 @@ def test_tied_embeddings_stay_dense_and_tied(tmp_path):
 
 def test_off_and_non_float32_models_stay_dense():
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     from hf_pyfunc.prepacked_weights import prepack_linear_layers
 
-    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2)
-    assert prepack_linear_layers(LlamaForCausalLM(config), "off") == "dense linear layers (PREPACK_WEIGHTS=off)"
-    said = prepack_linear_layers(LlamaForCausalLM(config).to(torch.bfloat16), "on")
+    assert prepack_linear_layers(small_llama(), "off") == "dense linear layers (PREPACK_WEIGHTS=off)"
+    said = prepack_linear_layers(small_llama().to(torch.bfloat16), "on")
     assert said.startswith("dense linear layers (cpu, torch.bfloat16")
