@@ -26,6 +26,7 @@ from local_llm_gateway.unified_request import chat_body, completions_body
 
 logger = logging.getLogger(__name__)
 
+
 class HFPyfuncConfig(ConfigModel):
     model_server_url: str
 

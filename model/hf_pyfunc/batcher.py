@@ -6,8 +6,9 @@ Jobs that arrive while a batch runs are queued and go together in the next one.
 
 How long a batch waits for company adapts to the load. A batch starts as soon as `expected` jobs
 are queued, where `expected` is the most requests that were in the server (generating or queued)
-while the previous batch ran; or once it has waited `window()` (BATCH_WINDOW_MS, or half a decoding step when steps are longer; counted from the later of the
-oldest job's arrival and the end of the previous batch); or when `max_batch_size` jobs are queued.
+while the previous batch ran; or once it has waited `window()` (BATCH_WINDOW_MS, or half a
+decoding step when steps are longer; counted from the later of the oldest job's arrival and the
+end of the previous batch); or when `max_batch_size` jobs are queued.
 So one request at a time never waits, and eight clients that each send a new request as soon as
 they have an answer end up in one batch of eight, instead of in two groups of four that take
 turns on the model (which is what "start with whatever is queued" settles into).
