@@ -28,9 +28,9 @@ class InProcess:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-        # The thread count the model server picks for this model (hf_pyfunc/threads.py), unless
+        # The thread count the model server picks for this model (pyfunc_server/threads.py), unless
         # --torch-threads set one: the limit is measured with the same settings.
-        from hf_pyfunc.threads import choose_torch_threads
+        from pyfunc_server.threads import choose_torch_threads
 
         if torch_threads is None:
             parameters = sum(p.numel() for p in self.model.parameters())
@@ -42,7 +42,7 @@ class InProcess:
         # The ground truth is plain transformers, before any prepacking: every target (this one
         # included) is checked against what dense `generate` answers.
         self._reference = {p: self.generate([p])[0] for p in PROMPTS}
-        from hf_pyfunc.prepacked_weights import prepack_linear_layers
+        from pyfunc_server.prepacked_weights import prepack_linear_layers
 
         self.layers = prepack_linear_layers(self.model, prepack_weights)
 

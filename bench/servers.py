@@ -114,8 +114,8 @@ def peak_rss_mb(pid: int | str = "self") -> int:
 def pyfunc_server(name: str, model_dir: Path, work: Path, logs: Path, env: dict[str, str]) -> Server:
     """The model image's start.py: save the pyfunc model with the settings from `env`, then
     `mlflow models serve` with the environment it derives, on loopback."""
-    from hf_pyfunc.settings import ModelServerSettings
-    from hf_pyfunc.start import save, server_command, server_environment
+    from pyfunc_server.settings import ModelServerSettings
+    from pyfunc_server.start import save, server_command, server_environment
 
     settings = ModelServerSettings.from_env(
         {"DEFAULT_MAX_NEW_TOKENS": "32", **env}, model_id=str(model_dir), served_model_name=ENDPOINT)
@@ -132,9 +132,9 @@ def gateway_server(work: Path, logs: Path, pyfunc_url: str | None, peer_url: str
     """The gateway image's start.py on loopback: its config for the pyfunc profile (our model
     server), plus the one the vLLM/TGI profiles render, pointed at `transformers serve`, so that
     the peer sits behind the same gateway and tracking server."""
-    from local_llm_gateway.render_config import BACKEND_URLS, local_endpoints, render, to_yaml, validate
-    from local_llm_gateway.settings import GatewaySettings
-    from local_llm_gateway.start import server_command, server_environment
+    from gateway.render_config import BACKEND_URLS, local_endpoints, render, to_yaml, validate
+    from gateway.settings import GatewaySettings
+    from gateway.start import server_command, server_environment
 
     settings = GatewaySettings.from_env({}, model_backend="pyfunc", served_model_name=ENDPOINT)
     endpoints = render(settings, {**BACKEND_URLS, "pyfunc": pyfunc_url})["endpoints"] if pyfunc_url else []
@@ -154,8 +154,8 @@ def gateway_server(work: Path, logs: Path, pyfunc_url: str | None, peer_url: str
 
 def tracking_server(work: Path, logs: Path, gateway_url: str) -> Server:
     """The tracking image's start.py on loopback, with a fresh database."""
-    from mlflow_promptlab_utf8.settings import TrackingSettings
-    from mlflow_promptlab_utf8.start import server_command, server_environment
+    from tracking.settings import TrackingSettings
+    from tracking.start import server_command, server_environment
 
     db = work / "tracking"
     shutil.rmtree(db, ignore_errors=True)
@@ -189,7 +189,7 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
              # model, more than the machine has for the real-shape one); 512 blocks and 1024 tokens
              # per step hold far more than 16 rows of these prompts and answers.
              "--cb-num-blocks", "512", "--cb-max-batch-tokens", "1024", str(model_dir)],
-            # The OpenMP setting hf_pyfunc's generator picks for itself, for a fair comparison.
+            # The OpenMP setting pyfunc_server's generator picks for itself, for a fair comparison.
             port, "/health", logs, {"OMP_WAIT_POLICY": "PASSIVE"})
     if want & {"gateway", "proxy", "proxy-transformers-cb"}:
         servers["gateway"] = gateway_server(

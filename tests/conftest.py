@@ -40,8 +40,8 @@ def reference_model(tiny_model_dir):
 @pytest.fixture(scope="session")
 def pyfunc_dir(tiny_model_dir, tmp_path_factory) -> Path:
     """The tiny model saved as our pyfunc model, as the model image's start.py saves it."""
-    from hf_pyfunc.settings import ModelServerSettings
-    from hf_pyfunc.start import save
+    from pyfunc_server.settings import ModelServerSettings
+    from pyfunc_server.start import save
 
     path = tmp_path_factory.mktemp("pyfunc") / "model"
     save(path, ModelServerSettings(model_id=str(tiny_model_dir), served_model_name=SERVED_MODEL_NAME))

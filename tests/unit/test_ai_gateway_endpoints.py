@@ -1,5 +1,5 @@
 """The stack's models as endpoints of the tracking server's built-in AI Gateway
-(services/tracking/mlflow_promptlab_utf8/ai_gateway_endpoints.py), against a real `mlflow server`
+(services/tracking/tracking/ai_gateway_endpoints.py), against a real `mlflow server`
 run as the tracking image runs it (our app, our environment), on loopback with a fresh database.
 
 The whole path (Playground, chat through the built-in gateway to the model) is in the compose tests.
@@ -25,8 +25,8 @@ OUR_GATEWAY = "http://127.0.0.1:9"  # where the stack's endpoints point; nothing
 def tracking_server(db, **env):
     """`mlflow server` as the tracking image's start.py runs it, on loopback; yields its settings
     and URL."""
-    from mlflow_promptlab_utf8.settings import TrackingSettings
-    from mlflow_promptlab_utf8.start import server_command, server_environment
+    from tracking.settings import TrackingSettings
+    from tracking.start import server_command, server_environment
 
     (db / "artifacts").mkdir()
     env = {"MLFLOW_DEPLOYMENTS_TARGET": OUR_GATEWAY, "MLFLOW_WORKERS": "1", **env}
@@ -36,7 +36,7 @@ def tracking_server(db, **env):
     command = [sys.executable, "-m", *command]  # `mlflow ...` from this interpreter's environment
     env = {**os.environ, **env, **server_environment(settings, db_dir=db, auth_config_path=db / "auth.ini")}
     if settings.basic_auth:  # what start.py does before the server starts
-        subprocess.run([sys.executable, "-c", "from mlflow_promptlab_utf8.start import bootstrap_basic_auth; "
+        subprocess.run([sys.executable, "-c", "from tracking.start import bootstrap_basic_auth; "
                         "bootstrap_basic_auth()"], env=env, check=True, capture_output=True)
     log = open(db / "server.log", "wb")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -66,7 +66,7 @@ def tracking(tmp_path_factory):
 
 
 def api(url):
-    from mlflow_promptlab_utf8.ai_gateway_endpoints import TrackingGatewayAPI
+    from tracking.ai_gateway_endpoints import TrackingGatewayAPI
 
     return TrackingGatewayAPI(url, requests.Session())
 
@@ -76,7 +76,7 @@ def endpoint_names(url) -> list[str]:
 
 
 def test_sync_registers_each_model_once_follows_the_list_and_leaves_users_endpoints_alone(tracking):
-    from mlflow_promptlab_utf8.ai_gateway_endpoints import (
+    from tracking.ai_gateway_endpoints import (
         gateway_api_base, is_managed, sync_once)
 
     settings, url, _ = tracking
@@ -115,7 +115,7 @@ def test_sync_registers_each_model_once_follows_the_list_and_leaves_users_endpoi
 
 
 def test_only_the_stacks_own_gateway_is_allowed_as_a_private_http_upstream(tracking):
-    from mlflow_promptlab_utf8.ai_gateway_endpoints import gateway_api_base
+    from tracking.ai_gateway_endpoints import gateway_api_base
 
     settings, url, _ = tracking
 
@@ -133,8 +133,8 @@ def test_only_the_stacks_own_gateway_is_allowed_as_a_private_http_upstream(track
 
 
 def test_the_secrets_passphrase_is_generated_once_and_kept_beside_the_database(tracking, tmp_path):
-    from mlflow_promptlab_utf8.settings import TrackingSettings
-    from mlflow_promptlab_utf8.start import server_environment
+    from tracking.settings import TrackingSettings
+    from tracking.start import server_environment
 
     settings, _, db = tracking
     kept = (db / ".kek_passphrase").read_text().strip()
@@ -147,7 +147,7 @@ def test_the_secrets_passphrase_is_generated_once_and_kept_beside_the_database(t
 
 
 def test_with_basic_auth_the_ai_gateway_needs_a_login_and_the_sync_logs_in_as_admin(tmp_path):
-    from mlflow_promptlab_utf8.ai_gateway_endpoints import TrackingGatewayAPI, gateway_api_base, sync_once
+    from tracking.ai_gateway_endpoints import TrackingGatewayAPI, gateway_api_base, sync_once
 
     password = "s3cret-ascii"
     with tracking_server(tmp_path, MLFLOW_AUTH_ADMIN_PASSWORD=password) as (settings, url):
@@ -197,8 +197,8 @@ def test_allowed_hosts_add_to_mlflows_defaults(tmp_path):
 def test_auth_fails_closed_and_a_rotated_password_is_the_one_that_works(tmp_path):
     """Basic auth once on stays on: a restart without the password does not open the server; a
     password changed through MLflow's API works after a restart with it, the old one does not."""
-    from mlflow_promptlab_utf8.settings import TrackingSettings
-    from mlflow_promptlab_utf8.start import auth_dropped
+    from tracking.settings import TrackingSettings
+    from tracking.start import auth_dropped
 
     old, new = "first-password-1", "second-password-2"
     search = "/api/2.0/mlflow/experiments/search?max_results=1"

@@ -1,4 +1,4 @@
-"""promptlab-backup / promptlab-restore (services/tracking/mlflow_promptlab_utf8/backup.py) on real
+"""promptlab-backup / promptlab-restore (services/tracking/tracking/backup.py) on real
 SQLite databases in WAL mode, as the tracking server keeps them (start.py's use_wal); the compose
 test (test_reliability.py) does backup, `down -v`, restore on the running stack."""
 
@@ -12,7 +12,7 @@ import pytest
 
 
 def make_store(db_dir, artifacts_dir):
-    from mlflow_promptlab_utf8.start import use_wal
+    from tracking.start import use_wal
 
     db_dir.mkdir()
     artifacts_dir.mkdir()
@@ -26,7 +26,7 @@ def make_store(db_dir, artifacts_dir):
 
 
 def test_a_backup_taken_while_a_writer_is_busy_restores_every_row_key_and_artifact(tmp_path):
-    from mlflow_promptlab_utf8.backup import backup, restore
+    from tracking.backup import backup, restore
 
     db_dir, artifacts_dir = tmp_path / "db", tmp_path / "artifacts"
     make_store(db_dir, artifacts_dir)
@@ -50,7 +50,7 @@ def test_a_backup_taken_while_a_writer_is_busy_restores_every_row_key_and_artifa
 
 
 def test_restore_refuses_a_file_that_is_not_a_backup(tmp_path):
-    from mlflow_promptlab_utf8.backup import restore
+    from tracking.backup import restore
 
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:

@@ -15,9 +15,9 @@ import textwrap
 
 SCRIPT = textwrap.dedent('''
     import base64, json
-    from mlflow_promptlab_utf8.start import bootstrap_basic_auth
+    from tracking.start import bootstrap_basic_auth
     bootstrap_basic_auth()          # what start.py runs before the server
-    from mlflow_promptlab_utf8.app import create_app
+    from tracking.app import create_app
     from starlette.testclient import TestClient
     client = TestClient(create_app(), base_url="http://localhost")
     get = lambda url, headers=None: client.get(url, headers=headers).status_code
@@ -40,8 +40,8 @@ SCRIPT = textwrap.dedent('''
 
 
 def test_ui_and_api_need_the_admin_password_when_it_is_set(tmp_path):
-    from mlflow_promptlab_utf8.settings import TrackingSettings
-    from mlflow_promptlab_utf8.start import server_environment
+    from tracking.settings import TrackingSettings
+    from tracking.start import server_environment
 
     settings = TrackingSettings.from_env({
         "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-パスワード",

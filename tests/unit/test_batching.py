@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from reference import greedy_chat, greedy_completion
 
-from hf_pyfunc.batcher import DeadlineExceeded, Job, MicroBatcher
-from hf_pyfunc.requests import CHAT, COMPLETIONS, GenerationRequest, SamplingParams
+from pyfunc_server.batcher import DeadlineExceeded, Job, MicroBatcher
+from pyfunc_server.requests import CHAT, COMPLETIONS, GenerationRequest, SamplingParams
 
 QUESTIONS = [
     "りんご",
@@ -45,8 +45,8 @@ def expected_chat(reference_model, text: str, max_tokens: int) -> str:
 
 @pytest.fixture(scope="module")
 def generator(tiny_model_dir):
-    from hf_pyfunc.generator import HFGenerator
-    from hf_pyfunc.settings import ModelServerSettings
+    from pyfunc_server.generator import HFGenerator
+    from pyfunc_server.settings import ModelServerSettings
 
     gen = HFGenerator(ModelServerSettings(model_id=str(tiny_model_dir), device="cpu", batch_window_ms=0))
     yield gen
@@ -188,7 +188,7 @@ def test_a_batch_that_fails_is_retried_one_by_one(generator, reference_model, mo
 def test_per_row_sampling_keeps_greedy_rows_on_their_argmax():
     import torch
 
-    from hf_pyfunc.generator import RowSettings, _PerRowSampling
+    from pyfunc_server.generator import RowSettings, _PerRowSampling
 
     rows = [RowSettings((1,), 4, greedy=True),
             RowSettings((1,), 4, greedy=False, temperature=0.5, top_k=2),
@@ -332,7 +332,7 @@ def test_the_scoring_servers_thread_pool_grows_to_hold_a_full_batch():
     default, 6 on a 2-CPU machine. Once a predict has run, 20 must be able to wait at once."""
     import asyncio
 
-    from hf_pyfunc.batcher import widen_thread_pool
+    from pyfunc_server.batcher import widen_thread_pool
 
     assert widen_thread_pool(32) is False  # the main thread belongs to no pool: nothing to do
     together = threading.Barrier(20)
@@ -346,7 +346,7 @@ def test_the_scoring_servers_thread_pool_grows_to_hold_a_full_batch():
 
 
 def test_a_full_queue_refuses_at_once_and_loses_nothing_it_accepted():
-    from hf_pyfunc.batcher import QueueFull
+    from pyfunc_server.batcher import QueueFull
 
     release = threading.Event()
 
@@ -374,7 +374,7 @@ def test_a_full_queue_refuses_at_once_and_loses_nothing_it_accepted():
 def test_a_busy_model_server_is_a_429_through_the_gateway_with_retry_after():
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
-    from local_llm_gateway.retry_after import RetryAfterOn429
+    from gateway.retry_after import RetryAfterOn429
     from starlette.responses import JSONResponse
 
     app = FastAPI()
@@ -447,7 +447,7 @@ def test_joining_respects_the_batch_size_and_token_bound(generator):
 
 
 def test_torch_threads_follow_the_model_unless_set():
-    from hf_pyfunc.threads import choose_torch_threads, usable_cpus
+    from pyfunc_server.threads import choose_torch_threads, usable_cpus
 
     assert choose_torch_threads(3, 10**6, cpus=2)[0] == 3  # TORCH_THREADS wins
     assert choose_torch_threads(0, 10**6, cpus=2)[0] == 1  # tiny: one thread
@@ -477,7 +477,7 @@ def test_models_whose_cache_cannot_be_merged_run_one_generate_per_batch(generato
 def test_supports_step_loop_only_for_plain_dynamic_caches(generator):
     from transformers import MistralConfig, MistralForCausalLM
 
-    from hf_pyfunc.decode_loop import supports_step_loop
+    from pyfunc_server.decode_loop import supports_step_loop
 
     assert supports_step_loop(generator.model)
     sliding = MistralForCausalLM(MistralConfig(vocab_size=32, hidden_size=16, intermediate_size=32,

@@ -15,14 +15,14 @@ NOBODY = f"http://127.0.0.1:{free_port()}/health"  # no tracking server answers 
 
 
 def revisions(uri):
-    from mlflow_promptlab_utf8.mlflow_compat import schema_revisions
+    from tracking.mlflow_compat import schema_revisions
 
     return schema_revisions(uri)
 
 
 def test_a_database_of_an_older_mlflow_is_upgraded_and_its_runs_read_back(tmp_path, capfd):
     from mlflow import MlflowClient
-    from mlflow_promptlab_utf8.db_upgrade import upgrade
+    from tracking.db_upgrade import upgrade
 
     shutil.copy(OLD_DB, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -42,7 +42,7 @@ def test_a_database_of_an_older_mlflow_is_upgraded_and_its_runs_read_back(tmp_pa
 
 
 def test_a_new_database_gets_its_tables_from_the_one_shot_service(tmp_path, capfd):
-    from mlflow_promptlab_utf8.db_upgrade import upgrade
+    from tracking.db_upgrade import upgrade
 
     uri = f"sqlite:///{tmp_path}/db/mlflow.db"
     assert upgrade(uri, NOBODY) == 0
@@ -52,7 +52,7 @@ def test_a_new_database_gets_its_tables_from_the_one_shot_service(tmp_path, capf
 
 
 def test_no_migration_while_a_tracking_server_still_writes(tmp_path, capfd):
-    from mlflow_promptlab_utf8.db_upgrade import upgrade
+    from tracking.db_upgrade import upgrade
     from starlette.applications import Starlette
     from starlette.responses import PlainTextResponse
     from starlette.routing import Route
@@ -68,8 +68,8 @@ def test_no_migration_while_a_tracking_server_still_writes(tmp_path, capfd):
 
 
 def test_the_server_uses_the_team_stores_when_set():
-    from mlflow_promptlab_utf8.settings import TrackingSettings
-    from mlflow_promptlab_utf8.start import server_command
+    from tracking.settings import TrackingSettings
+    from tracking.start import server_command
 
     default = server_command(TrackingSettings())
     assert default[default.index("--backend-store-uri") + 1] == "sqlite:////mlflow/db/mlflow.db"
@@ -83,7 +83,7 @@ def test_the_server_uses_the_team_stores_when_set():
 @pytest.mark.parametrize("settings", [{"BACKEND_STORE_URI": "postgresql://mlflow@postgres:5432/mlflow"},
                                       {"ARTIFACTS_DESTINATION": "s3://bucket/mlflow"}])
 def test_backup_refuses_when_the_data_is_not_on_the_volumes(settings, monkeypatch, capsys):
-    from mlflow_promptlab_utf8.backup import backup_main, restore_main
+    from tracking.backup import backup_main, restore_main
 
     for knob, value in settings.items():
         monkeypatch.setenv(knob, value)
@@ -95,7 +95,7 @@ def test_backup_refuses_when_the_data_is_not_on_the_volumes(settings, monkeypatc
 def test_a_database_that_cannot_be_reached_is_one_line_naming_the_knob(capfd, monkeypatch):
     import mlflow.store.db.utils
 
-    from mlflow_promptlab_utf8.db_upgrade import upgrade
+    from tracking.db_upgrade import upgrade
 
     # MLflow retries a connection 10 times with backoff (100 s in all): once is enough here.
     monkeypatch.setattr(mlflow.store.db.utils, "MAX_RETRY_COUNT", 1)

@@ -10,9 +10,9 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mlflow_promptlab_utf8.eval_cli import UsageError, load_inputs, parser
-from mlflow_promptlab_utf8.eval_dataset import DatasetError, read_dataset
-from mlflow_promptlab_utf8.prompt_template import missing_columns, render, row_values, variables
+from tracking.eval_cli import UsageError, load_inputs, parser
+from tracking.eval_dataset import DatasetError, read_dataset
+from tracking.prompt_template import missing_columns, render, row_values, variables
 
 ROWS = [
     {"object": "りんご", "note": 'a "quoted", comma\nand a newline', "expected": "赤"},
@@ -106,7 +106,7 @@ def test_the_command_refuses_a_template_variable_without_a_column(tmp_path):
 
 
 def test_a_failed_rows_error_keeps_the_models_own_message():
-    from mlflow_promptlab_utf8.eval_runner import readable_error
+    from tracking.eval_runner import readable_error
 
     wrapped = ("HTTP 400: Failed to predict data '{'messages': [" + "長い" * 400 + "]}'. \n"
                "Error: the prompt is 801 tokens long, but the model's context is 512 tokens")

@@ -16,8 +16,8 @@ from loopback import free_port, serving
 
 @pytest.fixture(scope="module")
 def gateway_url():
-    from local_llm_gateway.render_config import BACKEND_URLS, render, validate
-    from local_llm_gateway.settings import GatewaySettings
+    from gateway.render_config import BACKEND_URLS, render, validate
+    from gateway.settings import GatewaySettings
     from mlflow.gateway.app import create_app_from_config
 
     dead_model_server = f"http://127.0.0.1:{free_port()}"
@@ -50,7 +50,7 @@ def proxy_to(target: str, timeout_s: float = 30, **options):
     closes the route's pooled connections at the end."""
     from fastapi import FastAPI
     from flask import Flask
-    from mlflow_promptlab_utf8.gateway_proxy import install_gateway_proxy
+    from tracking.gateway_proxy import install_gateway_proxy
     from starlette.responses import PlainTextResponse
     from starlette.testclient import TestClient
 
@@ -147,8 +147,8 @@ def test_paths_outside_the_gateway_api_are_refused(proxy):
 
 
 def test_the_mlflow_server_under_uvicorn_serves_this_proxy_on_the_event_loop(monkeypatch, gateway_url):
-    # What `mlflow server --app-name promptlab-utf8` serves with its default uvicorn.
-    from mlflow_promptlab_utf8.app import create_app
+    # What `mlflow server --app-name promptlab` serves with its default uvicorn.
+    from tracking.app import create_app
     from starlette.routing import Mount
     from starlette.testclient import TestClient
 
@@ -200,6 +200,6 @@ def test_a_slow_gateway_is_a_504_after_the_proxy_timeout():
     ],
 )
 def test_gateway_error_messages_are_made_readable(body, message):
-    from mlflow_promptlab_utf8.gateway_proxy import gateway_error_message
+    from tracking.gateway_proxy import gateway_error_message
 
     assert gateway_error_message(body, 502) == message

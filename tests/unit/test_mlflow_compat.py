@@ -13,10 +13,10 @@ UPGRADE = "MLflow changed {name}, which {module} relies on: mend it there (or us
 
 
 def test_gateway_image_loads_configs_as_mlflow_gateway_start_does(tmp_path):
-    from local_llm_gateway.mlflow_compat import load_gateway_config
+    from gateway.mlflow_compat import load_gateway_config
 
     msg = UPGRADE.format(name="mlflow.gateway.config._load_gateway_config",
-                         module="gateway/local_llm_gateway/mlflow_compat.py")
+                         module="gateway/gateway/mlflow_compat.py")
     endpoint = ("- name: a\n  endpoint_type: llm/v1/chat\n  model:\n    provider: openai\n"
                 "    name: m\n    config: {openai_api_key: k}\n")
     good = tmp_path / "good.yaml"
@@ -33,7 +33,7 @@ def test_gateway_image_loads_configs_as_mlflow_gateway_start_does(tmp_path):
 
 
 def test_tracking_image_sees_which_server_runs_it(monkeypatch):
-    from mlflow_promptlab_utf8.mlflow_compat import served_by_uvicorn
+    from tracking.mlflow_compat import served_by_uvicorn
 
     monkeypatch.setenv("_MLFLOW_SGI_NAME", "uvicorn")
     assert served_by_uvicorn(), UPGRADE.format(name="_MLFLOW_SGI_NAME", module="mlflow_compat.served_by_uvicorn")
@@ -44,7 +44,7 @@ def test_tracking_image_sees_which_server_runs_it(monkeypatch):
 def test_tracking_image_has_mlflows_native_route_authentication():
     import inspect
 
-    from mlflow_promptlab_utf8.mlflow_compat import fastapi_basic_auth
+    from tracking.mlflow_compat import fastapi_basic_auth
 
     authenticate = fastapi_basic_auth()
     assert list(inspect.signature(authenticate).parameters) == ["request"], UPGRADE.format(
@@ -53,7 +53,7 @@ def test_tracking_image_has_mlflows_native_route_authentication():
 
 def test_tracking_image_checks_gateway_paths_as_mlflow_does():
     from mlflow.exceptions import MlflowException
-    from mlflow_promptlab_utf8.mlflow_compat import validate_gateway_path
+    from tracking.mlflow_compat import validate_gateway_path
 
     msg = UPGRADE.format(name="mlflow.server.handlers._validate_gateway_path", module="mlflow_compat")
     validate_gateway_path("GET", "api/2.0/endpoints")
@@ -65,7 +65,7 @@ def test_tracking_image_checks_gateway_paths_as_mlflow_does():
 
 
 def test_tracking_image_resolves_run_artifact_roots(tmp_path):
-    from mlflow_promptlab_utf8.mlflow_compat import proxied_artifact_repo
+    from tracking.mlflow_compat import proxied_artifact_repo
 
     repo, root = proxied_artifact_repo(tmp_path.as_uri())
     assert root is None and hasattr(repo, "log_artifact"), UPGRADE.format(
@@ -90,7 +90,7 @@ def test_tracking_image_opens_mlflows_upstream_guards_to_the_stacks_gateway_only
     import mlflow.gateway.ssrf as ssrf
     import mlflow.utils.validation as validation
     from mlflow.exceptions import MlflowException
-    from mlflow_promptlab_utf8.mlflow_compat import trust_stack_gateway
+    from tracking.mlflow_compat import trust_stack_gateway
 
     # monkeypatch puts MLflow's own checks back after this test.
     monkeypatch.setattr(validation, "_validate_gateway_api_base", validation._validate_gateway_api_base)
@@ -117,10 +117,10 @@ def test_tracking_image_opens_mlflows_upstream_guards_to_the_stacks_gateway_only
 
 
 def test_tracking_image_reads_the_schema_revision_as_mlflow_server_checks_it(tmp_path):
-    from mlflow_promptlab_utf8.mlflow_compat import schema_revisions
+    from tracking.mlflow_compat import schema_revisions
 
     msg = UPGRADE.format(name="mlflow.store.db.utils._get_schema_version/_get_latest_schema_revision",
-                         module="services/tracking/mlflow_promptlab_utf8/mlflow_compat.py")
+                         module="services/tracking/tracking/mlflow_compat.py")
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     try:
         assert schema_revisions(uri)[0] is None, msg  # an empty database

@@ -16,14 +16,14 @@ CHAT = [{"role": "user", "content": QUESTION}]
 
 
 def settings_for(models: str, **env):
-    from hf_pyfunc.settings import ModelServerSettings
+    from pyfunc_server.settings import ModelServerSettings
 
     return ModelServerSettings.from_env({"MODELS": models, "DEVICE": "cpu", **env})
 
 
 def serve(tmp_path, settings):
     import mlflow.pyfunc
-    from hf_pyfunc.start import save
+    from pyfunc_server.start import save
     from mlflow.pyfunc import scoring_server
 
     save(tmp_path / "model", settings)
@@ -73,12 +73,12 @@ def test_no_model_named_is_the_first_and_an_unknown_one_is_a_404_naming_the_mode
 
 def test_a_budget_that_fits_one_model_loads_them_in_turn(tiny_model_dir, tiny_model_b_dir, tmp_path,
                                                          reference_model, reference_model_b, caplog):
-    from hf_pyfunc.model_pool import estimate_bytes
+    from pyfunc_server.model_pool import estimate_bytes
 
     one = max(estimate_bytes(str(tiny_model_dir), False), estimate_bytes(str(tiny_model_b_dir), False))
     settings = settings_for(f"{tiny_model_dir},{SECOND_MODEL_NAME}={tiny_model_b_dir}",
                             MODEL_MEMORY_BUDGET_GB=str(1.5 * one / 1e9))
-    with caplog.at_level(logging.INFO, logger="hf_pyfunc.model_pool"):
+    with caplog.at_level(logging.INFO, logger="pyfunc_server.model_pool"):
         client, pool = serve(tmp_path, settings)
         assert pool.loads == 1  # only the first fits at start
         for name, reference in [(SECOND_MODEL_NAME, reference_model_b), (SERVED_MODEL_NAME, reference_model)] * 2:
@@ -91,8 +91,8 @@ def test_a_budget_that_fits_one_model_loads_them_in_turn(tiny_model_dir, tiny_mo
 
 
 def test_a_prompt_to_a_loading_model_waits_for_it_or_gets_a_503_saying_so(tiny_model_dir, tiny_model_b_dir):
-    from hf_pyfunc.generator import HFGenerator
-    from hf_pyfunc.model_pool import ModelPool
+    from pyfunc_server.generator import HFGenerator
+    from pyfunc_server.model_pool import ModelPool
     from mlflow.exceptions import MlflowException
 
     loading = threading.Event()
@@ -114,8 +114,8 @@ def test_a_prompt_to_a_loading_model_waits_for_it_or_gets_a_503_saying_so(tiny_m
 
 
 def test_a_model_that_fails_to_load_is_a_503_with_the_reason_and_is_tried_again(tiny_model_dir, tmp_path):
-    from hf_pyfunc.generator import HFGenerator
-    from hf_pyfunc.model_pool import ModelPool
+    from pyfunc_server.generator import HFGenerator
+    from pyfunc_server.model_pool import ModelPool
     from mlflow.exceptions import MlflowException
 
     empty = tmp_path / "empty"

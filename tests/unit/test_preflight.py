@@ -1,5 +1,5 @@
 """Model problems that waiting cannot fix are found before the server starts, each with its cause
-and fix (model/hf_pyfunc/preflight.py); the models then arrive in the background, their state in
+and fix (model/pyfunc_server/preflight.py); the models then arrive in the background, their state in
 the state file the healthcheck and the gateway read (model_pool.py, promptlab_stack/model_state.py).
 
 The compose tests (tests/integration/test_model_failures.py) run the same failures in containers,
@@ -19,13 +19,13 @@ import pytest
 
 
 def settings_for(models: str, **env):
-    from hf_pyfunc.settings import ModelServerSettings
+    from pyfunc_server.settings import ModelServerSettings
 
     return ModelServerSettings.from_env({"MODELS": models, "DEVICE": "cpu", **env})
 
 
 def problem(models: str, **env) -> str:
-    from hf_pyfunc.preflight import ModelProblem, check
+    from pyfunc_server.preflight import ModelProblem, check
 
     with pytest.raises(ModelProblem) as e:
         check(settings_for(models, **env))
@@ -40,7 +40,7 @@ def copy_with_config(src, dst, **changes):
 
 
 def test_a_good_folder_gets_a_plan_with_its_size(tiny_model_dir):
-    from hf_pyfunc.preflight import check
+    from pyfunc_server.preflight import check
 
     [plan] = check(settings_for(str(tiny_model_dir)))
     assert plan.folder == tiny_model_dir and plan.files == [] and plan.memory_bytes > 0
@@ -84,7 +84,7 @@ def test_a_hub_that_cannot_be_reached_stops_the_server_quickly_naming_it(tmp_pat
     env = {**os.environ, "MODELS": "llm-jp/not-in-the-cache", "HF_HOME": str(tmp_path),
            "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing listens there
     started = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "hf_pyfunc.start"], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "pyfunc_server.start"], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert time.monotonic() - started < 60
@@ -95,9 +95,9 @@ def test_a_hub_that_cannot_be_reached_stops_the_server_quickly_naming_it(tmp_pat
 
 
 def test_the_server_answers_at_once_and_the_state_file_follows_the_models(tiny_model_dir, tmp_path):
-    from hf_pyfunc.generator import HFGenerator
-    from hf_pyfunc.model_pool import ModelPool
-    from hf_pyfunc.preflight import check
+    from pyfunc_server.generator import HFGenerator
+    from pyfunc_server.model_pool import ModelPool
+    from pyfunc_server.preflight import check
     from mlflow.exceptions import MlflowException
     from promptlab_stack.model_state import read_state
 

@@ -13,7 +13,7 @@ import time
 import pytest
 from reference import greedy_chat
 
-from hf_pyfunc.requests import CHAT, GenerationRequest, SamplingParams
+from pyfunc_server.requests import CHAT, GenerationRequest, SamplingParams
 
 PROMPTS = ["りんごは何色ですか？", "東京は日本の首都です。富士山はどこにありますか？", "こんにちは",
            "The quick brown fox jumps over the lazy dog. " * 3]
@@ -25,8 +25,8 @@ def chat(text: str, max_tokens: int) -> GenerationRequest:
 
 
 def make_generator(model_dir, prepack: str):
-    from hf_pyfunc.generator import HFGenerator
-    from hf_pyfunc.settings import ModelServerSettings
+    from pyfunc_server.generator import HFGenerator
+    from pyfunc_server.settings import ModelServerSettings
 
     return HFGenerator(ModelServerSettings(model_id=str(model_dir), device="cpu", batch_window_ms=0,
                                            prepack_weights=prepack))
@@ -75,7 +75,7 @@ def test_on_prepacks_every_linear_layer_and_keeps_the_memory_figure(prepacked, t
 
 
 def test_auto_keeps_the_tiny_model_dense_and_says_why(tiny_model_dir, caplog):
-    caplog.set_level("INFO", logger="hf_pyfunc.generator")
+    caplog.set_level("INFO", logger="pyfunc_server.generator")
     gen = make_generator(tiny_model_dir, "auto")
     try:
         assert linear_kinds(gen.model)["prepacked"] == 0
@@ -131,7 +131,7 @@ def small_llama(**config):
 def test_tied_embeddings_stay_dense_and_tied():
     import torch
 
-    from hf_pyfunc.prepacked_weights import prepack_linear_layers
+    from pyfunc_server.prepacked_weights import prepack_linear_layers
 
     model = small_llama(tie_word_embeddings=True)
     assert model.lm_head.weight is model.model.embed_tokens.weight
@@ -149,7 +149,7 @@ def test_tied_embeddings_stay_dense_and_tied():
 def test_off_and_non_float32_models_stay_dense():
     import torch
 
-    from hf_pyfunc.prepacked_weights import prepack_linear_layers
+    from pyfunc_server.prepacked_weights import prepack_linear_layers
 
     assert prepack_linear_layers(small_llama(), "off") == "dense linear layers (PREPACK_WEIGHTS=off)"
     said = prepack_linear_layers(small_llama().to(torch.bfloat16), "on")

@@ -1,4 +1,4 @@
-"""Tests for the ``promptlab-utf8`` MLflow app plugin (services/tracking).
+"""Tests for the ``promptlab`` MLflow app plugin (services/tracking).
 
 The plugin makes MLflow's Prompt Engineering UI write its run artifacts as readable UTF-8
 instead of ``\\uXXXX`` escapes (mlflow#14785). Needs the package installed so that MLflow sees
@@ -35,9 +35,9 @@ PLUGIN_SRC = REPO / "services" / "tracking"
 if str(PLUGIN_SRC) not in sys.path:
     sys.path.insert(0, str(PLUGIN_SRC))
 
-from mlflow_promptlab_utf8 import app as plugin  # noqa: E402
-from mlflow_promptlab_utf8 import promptlab_artifacts as artifacts  # noqa: E402
-from mlflow_promptlab_utf8.reencode import (  # noqa: E402
+from tracking import app as plugin  # noqa: E402
+from tracking import promptlab_artifacts as artifacts  # noqa: E402
+from tracking.reencode import (  # noqa: E402
     ARTIFACT_REENCODERS,
     readable_json,
     readable_yaml,
@@ -357,13 +357,13 @@ _SERVER_SCRIPT = textwrap.dedent(
 
     handler = Collect(logging.WARNING)
     handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    logging.getLogger("mlflow_promptlab_utf8").addHandler(handler)
+    logging.getLogger("tracking").addHandler(handler)
 
     from mlflow.server import _find_app, _is_factory, app
-    import mlflow_promptlab_utf8.app as plugin
-    import mlflow_promptlab_utf8.promptlab_artifacts as artifacts
+    import tracking.app as plugin
+    import tracking.promptlab_artifacts as artifacts
 
-    result["entry_point"] = _find_app("promptlab-utf8")
+    result["entry_point"] = _find_app("promptlab")
     result["is_factory"] = _is_factory(result["entry_point"])
     result["rules"] = sorted(
         r.rule for r in app.url_map.iter_rules() if r.rule.endswith(artifacts.ROUTE_SUFFIX)
@@ -514,8 +514,8 @@ def _read(run_dir: Path, rel_path: str) -> str:
 
 
 def test_entry_point_is_a_factory(server):
-    # What `mlflow server --app-name promptlab-utf8` resolves and how it starts it.
-    assert server["entry_point"] == "mlflow_promptlab_utf8.app:create_app", (
+    # What `mlflow server --app-name promptlab` resolves and how it starts it.
+    assert server["entry_point"] == "tracking.app:create_app", (
         "entry point not visible: pip install -e services/tracking"
     )
     assert server["is_factory"] is True
@@ -599,7 +599,7 @@ def test_upstream_mlflow_still_escapes(server):
     assert json.loads(_read(run_dir, "eval_results_table.json")) == EXPECTED_EVAL_TABLE
     assert "eval_results_table.json" not in readable, (
         "MLflow's stock create-promptlab-run now writes eval_results_table.json as readable "
-        f"UTF-8 (readable upstream: {readable}): MLflow fixed #14785, so the promptlab-utf8 "
+        f"UTF-8 (readable upstream: {readable}): MLflow fixed #14785, so the promptlab "
         "extension (services/tracking) may be removable."
     )
 
@@ -608,7 +608,7 @@ def test_a_local_artifact_is_replaced_whole_so_a_reader_never_sees_half_of_it(tm
     """The rewrite renames a complete new file over the old one: a reader that opened the old file
     (the UI downloading it) still reads all of it, and nothing is left beside it. On an object
     store the upload replaces the object whole."""
-    from mlflow_promptlab_utf8.promptlab_artifacts import rewrite_run_artifacts
+    from tracking.promptlab_artifacts import rewrite_run_artifacts
 
     escaped = json.dumps({"columns": ["x"], "data": [["りんご" * 2000]]})  # \\u escapes, as MLflow writes
     table = tmp_path / "eval_results_table.json"

@@ -147,8 +147,8 @@ def test_max_tokens_is_capped_to_the_context(scoring):
 
 def test_every_setting_is_recorded_in_the_mlmodel_file_and_used_from_there(tiny_model_dir, tmp_path):
     import mlflow.pyfunc
-    from hf_pyfunc.settings import ModelServerSettings
-    from hf_pyfunc.start import save
+    from pyfunc_server.settings import ModelServerSettings
+    from pyfunc_server.start import save
     from mlflow.models import Model
 
     settings = ModelServerSettings.from_env({

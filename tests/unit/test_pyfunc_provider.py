@@ -1,8 +1,8 @@
-"""The `hf-pyfunc` gateway provider between MLflow's real gateway app and real scoring server.
+"""The `pyfunc` gateway provider between MLflow's real gateway app and real scoring server.
 
 No Docker: the scoring server runs with uvicorn on a loopback port in this process, and the
 gateway app is built from the config our renderer produces, exactly as `mlflow gateway start`
-builds it, wrapped as the container serves it (local_llm_gateway/app.py).
+builds it, wrapped as the container serves it (gateway/app.py).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ def model_server(pyfunc_dir):
 @contextmanager
 def gateway_for(url: str):
     """MLflow's gateway app on our rendered config, on one event loop; its pool closed after."""
-    from local_llm_gateway.answer_stream import StreamWholeAnswers
-    from local_llm_gateway.engine_http import close_pooled_session
-    from local_llm_gateway.render_config import BACKEND_URLS, render, validate
-    from local_llm_gateway.settings import GatewaySettings
+    from gateway.answer_stream import StreamWholeAnswers
+    from gateway.engine_http import close_pooled_session
+    from gateway.render_config import BACKEND_URLS, render, validate
+    from gateway.settings import GatewaySettings
     from mlflow.gateway.app import create_app_from_config
 
     settings = GatewaySettings(model_id="/models/tiny-ja", model_backend="pyfunc")
@@ -51,7 +51,7 @@ def gateway(model_server):
 def test_provider_is_registered_through_the_entry_point():
     from mlflow.gateway.provider_registry import provider_registry
 
-    assert "hf-pyfunc" in provider_registry.keys()
+    assert "pyfunc" in provider_registry.keys()
 
 
 def test_gateway_lists_chat_and_completions_endpoints(gateway):
@@ -151,9 +151,9 @@ def test_model_server_down_is_a_503_naming_the_model_server():
 
 
 def test_an_openai_compatible_server_that_is_down_is_a_503_naming_it():
-    from local_llm_gateway.engine_http import close_pooled_session
-    from local_llm_gateway.render_config import render, validate
-    from local_llm_gateway.settings import GatewaySettings
+    from gateway.engine_http import close_pooled_session
+    from gateway.render_config import render, validate
+    from gateway.settings import GatewaySettings
     from mlflow.gateway.app import create_app_from_config
 
     base = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens here

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from local_llm_gateway.render_config import BACKEND_URLS, ConfigError, pick_backend, render, validate
-from local_llm_gateway.settings import GatewaySettings
+from gateway.render_config import BACKEND_URLS, ConfigError, pick_backend, render, validate
+from gateway.settings import GatewaySettings
 
 
 def settings(**env) -> GatewaySettings:
@@ -23,7 +23,7 @@ def test_defaults_give_chat_and_completions_endpoints_for_llm_jp_on_pyfunc():
     chat = eps["llm-jp-3-3.7b-instruct"]
     assert chat["endpoint_type"] == "llm/v1/chat"
     assert chat["model"] == {
-        "provider": "hf-pyfunc",
+        "provider": "pyfunc",
         "name": "llm-jp-3-3.7b-instruct",
         "config": {"model_server_url": "http://pyfunc:8080"},
     }
@@ -52,7 +52,7 @@ def test_every_model_of_the_list_gets_its_endpoints_on_the_one_model_server():
     assert list(eps) == ["llm-jp-3-3.7b-instruct", "llm-jp-3-3.7b-instruct-completions", "small",
                          "small-completions"]
     assert eps["small-completions"]["model"] == {
-        "provider": "hf-pyfunc", "name": "small", "config": {"model_server_url": "http://pyfunc:8080"}}
+        "provider": "pyfunc", "name": "small", "config": {"model_server_url": "http://pyfunc:8080"}}
     # MODELS wins over the one-model shorthand.
     assert "x" not in endpoints({"MODELS": "/models/tiny-ja", "MODEL_ID": "org/x"})
 
@@ -115,7 +115,7 @@ def test_openai_endpoints_are_added_only_with_a_key_and_keep_it_out_of_the_file(
     ],
 )
 def test_bad_settings_stop_the_gateway_before_it_starts_with_a_message_naming_the_setting(env, setting, capsys):
-    from local_llm_gateway.start import main
+    from gateway.start import main
 
     assert main(env) == 2  # returns instead of exec'ing the gateway
     err = capsys.readouterr().err
@@ -123,7 +123,7 @@ def test_bad_settings_stop_the_gateway_before_it_starts_with_a_message_naming_th
 
 
 def test_written_config_is_what_mlflow_loads(tmp_path):
-    from local_llm_gateway.start import write_config
+    from gateway.start import write_config
     from mlflow.gateway.config import _load_gateway_config
 
     out = tmp_path / "gateway.yaml"
@@ -138,7 +138,7 @@ def test_stop_grace_period_is_read_like_compose_does(value, seconds):
 
 
 def test_gateway_drains_for_the_grace_period_and_times_out_after_the_model_server():
-    from local_llm_gateway.start import server_environment
+    from gateway.start import server_environment
 
     env = server_environment(settings(STOP_GRACE_PERIOD="2m", GENERATION_TIMEOUT_SECONDS="100.5"))
     assert env["MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS"] == "106"

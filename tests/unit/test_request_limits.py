@@ -1,7 +1,7 @@
 """Request-size limits at the gateway and the model server, and the prompt bound before tokenizing.
 
-The apps are the ones the containers serve: `hf_pyfunc.scoring_app.create_app` (MLflow's scoring
-server on our saved model) and `local_llm_gateway.app.create_app` (MLflow's gateway app on our
+The apps are the ones the containers serve: `pyfunc_server.scoring_app.create_app` (MLflow's scoring
+server on our saved model) and `gateway.app.create_app` (MLflow's gateway app on our
 rendered config), each run by uvicorn on a loopback port, so that Content-Length and chunked
 bodies arrive over real HTTP.
 """
@@ -48,9 +48,9 @@ def limited_model_server(tiny_model_dir, tmp_path_factory):
     """The model server's app as the container runs it, saved with MAX_REQUEST_MB=0.02."""
     import os
 
-    from hf_pyfunc.scoring_app import MODEL_PATH_ENV, create_app
-    from hf_pyfunc.settings import ModelServerSettings
-    from hf_pyfunc.start import save
+    from pyfunc_server.scoring_app import MODEL_PATH_ENV, create_app
+    from pyfunc_server.settings import ModelServerSettings
+    from pyfunc_server.start import save
 
     path = tmp_path_factory.mktemp("limited") / "model"
     save(path, ModelServerSettings(model_id=str(tiny_model_dir), served_model_name=SERVED_MODEL_NAME,
@@ -66,13 +66,13 @@ def limited_model_server(tiny_model_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def limited_gateway(model_server_url_for_gateway, tmp_path_factory):
-    """Our gateway app (local_llm_gateway.app.create_app) with MAX_REQUEST_MB=0.02."""
+    """Our gateway app (gateway.app.create_app) with MAX_REQUEST_MB=0.02."""
     import os
 
-    from local_llm_gateway.app import create_app
-    from local_llm_gateway.render_config import BACKEND_URLS
-    from local_llm_gateway.settings import GatewaySettings
-    from local_llm_gateway.start import write_config
+    from gateway.app import create_app
+    from gateway.render_config import BACKEND_URLS
+    from gateway.settings import GatewaySettings
+    from gateway.start import write_config
 
     settings = GatewaySettings(model_id="/models/tiny-ja", model_backend="pyfunc", max_request_mb=LIMIT_MB)
     config = tmp_path_factory.mktemp("gateway") / "gateway.yaml"
@@ -167,7 +167,7 @@ def scoring_with_spy(pyfunc_dir):
 def test_the_bound_never_refuses_a_prompt_that_fits(tiny_tokenizer, text):
     """Soundness: every text needs at least bytes / (longest entry x margin) tokens, so a prompt
     refused by the bound could never have fit the context."""
-    from hf_pyfunc.prompt_size import NORMALIZER_MARGIN, longest_entry_bytes
+    from pyfunc_server.prompt_size import NORMALIZER_MARGIN, longest_entry_bytes
 
     tokens = len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
     assert tokens * longest_entry_bytes(tiny_tokenizer) * NORMALIZER_MARGIN >= len(text.encode("utf-8"))

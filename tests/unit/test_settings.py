@@ -9,10 +9,10 @@ import pytest
 from constants import REPO
 from hypothesis import given
 from hypothesis import strategies as st
-from hf_pyfunc.settings import ModelServerSettings
-from local_llm_gateway.settings import GatewaySettings
-from mlflow_promptlab_utf8.settings import TrackingSettings
-from promptlab_tls.settings import TlsSettings
+from pyfunc_server.settings import ModelServerSettings
+from gateway.settings import GatewaySettings
+from tracking.settings import TrackingSettings
+from tls.settings import TlsSettings
 from promptlab_stack.settings import SettingsError, parse_duration
 from promptlab_stack.timings import (
     GATEWAY_KEEPALIVE_S,
@@ -89,10 +89,10 @@ def test_the_endpoint_name_rule_is_one_rule_for_both_services():
 
 
 @pytest.mark.parametrize("service, module, prefix, status", [
-    # The model server stops with 0 so that `restart: on-failure` does not loop (hf_pyfunc/start.py).
-    ("pyfunc", "hf_pyfunc.start", "model server settings error", 0),
-    ("gateway", "local_llm_gateway.start", "gateway config error", 2),
-    ("tracking", "mlflow_promptlab_utf8.start", "tracking settings error", 2),
+    # The model server stops with 0 so that `restart: on-failure` does not loop (pyfunc_server/start.py).
+    ("pyfunc", "pyfunc_server.start", "model server settings error", 0),
+    ("gateway", "gateway.start", "gateway config error", 2),
+    ("tracking", "tracking.start", "tracking settings error", 2),
 ])
 def test_each_entrypoint_stops_before_starting_anything_on_a_bad_knob(service, module, prefix, status):
     import os
@@ -200,7 +200,7 @@ def test_the_model_server_stops_on_a_model_folder_that_is_not_there():
     import sys
 
     env = {**os.environ, "MODELS": "ok=org/model, gone=/models/not-there"}
-    out = subprocess.run([sys.executable, "-m", "hf_pyfunc.start"], env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "pyfunc_server.start"], env=env, capture_output=True, text=True,
                          timeout=120)
     # Stopped with 0 (not restarted), on the missing folder before any Hub call for the other model.
     assert out.returncode == 0, out.stderr[-2000:]
@@ -210,7 +210,7 @@ def test_the_model_server_stops_on_a_model_folder_that_is_not_there():
 
 
 def test_the_default_stop_grace_period_covers_a_whole_generation():
-    from local_llm_gateway.settings import GatewaySettings
+    from gateway.settings import GatewaySettings
     from promptlab_stack.settings import GenerationTimeout
 
     generation = GenerationTimeout.from_env({}).generation_timeout_seconds

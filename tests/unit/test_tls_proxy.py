@@ -11,7 +11,7 @@ import pytest
 
 def test_hostnames_default_to_loopback_and_a_bad_one_names_the_knob():
     from promptlab_stack.settings import SettingsError
-    from promptlab_tls.settings import TlsSettings
+    from tls.settings import TlsSettings
 
     assert TlsSettings.from_env({}).hostnames == ["localhost", "127.0.0.1"]
     assert TlsSettings.from_env({"TLS_HOSTNAMES": "mlflow.example.com, 10.0.0.5"}).hostnames == [
@@ -21,7 +21,7 @@ def test_hostnames_default_to_loopback_and_a_bad_one_names_the_knob():
 
 
 def test_the_local_ca_is_made_once_and_signs_a_server_certificate_for_every_name(tmp_path):
-    from promptlab_tls.certificates import ensure_local_ca, issue_server_certificate
+    from tls.certificates import ensure_local_ca, issue_server_certificate
 
     ca = ensure_local_ca(tmp_path / "ca")
     first = ca[0].read_bytes()
@@ -38,7 +38,7 @@ def test_the_local_ca_is_made_once_and_signs_a_server_certificate_for_every_name
 
 
 def test_the_users_certificate_needs_both_files(tmp_path):
-    from promptlab_tls.certificates import user_certificate
+    from tls.certificates import user_certificate
 
     assert user_certificate(tmp_path) is None
     (tmp_path / "tls.crt").write_text("x")
@@ -51,9 +51,9 @@ def test_the_users_certificate_needs_both_files(tmp_path):
 
 def test_nginx_bounds_bodies_like_every_hop_and_waits_longer_than_the_ui_proxy(tmp_path):
     from promptlab_stack.timings import ui_proxy_timeout
-    from promptlab_tls.certificates import CertificatePair
-    from promptlab_tls.nginx_config import render
-    from promptlab_tls.settings import TlsSettings
+    from tls.certificates import CertificatePair
+    from tls.nginx_config import render
+    from tls.settings import TlsSettings
 
     settings = TlsSettings.from_env({"MAX_REQUEST_MB": "2", "GENERATION_TIMEOUT_SECONDS": "100"})
     config = render(settings, CertificatePair(tmp_path / "c.crt", tmp_path / "c.key", True))

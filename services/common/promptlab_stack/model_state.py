@@ -2,7 +2,7 @@
 
 The model server writes it at every change (downloading with bytes, rate and time left, loading,
 retrying after a network error, ready, failed with the reason and the fix). Two readers:
-- the pyfunc container's healthcheck (`python -m hf_pyfunc.health`): healthy once every model it
+- the pyfunc container's healthcheck (`python -m pyfunc_server.health`): healthy once every model it
   loads at start is ready, and its output says what the model is doing (`docker inspect`);
 - the gateway, when the model server does not answer: a model server that stopped on an error
   that waiting cannot fix left its reason here, so a prompt's 503 says why.

@@ -1,0 +1,1 @@
+"""The MLflow AI Gateway side of the stack: config rendering and the `pyfunc` provider."""

@@ -1,0 +1,20 @@
+"""The gateway app the container serves: MLflow's gateway app on our rendered config
+(`MLFLOW_GATEWAY_CONFIG`, as `mlflow gateway start` runs it), with streamed chat requests answered
+whole (answer_stream.py says why), `Retry-After` on its 429s (retry_after.py), and request bodies
+bounded by MAX_REQUEST_MB (promptlab_stack/body_limit.py)."""
+
+from __future__ import annotations
+
+from mlflow.gateway.app import create_app_from_env
+from promptlab_stack.body_limit import BodyLimit
+
+from gateway.answer_stream import StreamWholeAnswers
+from gateway.retry_after import RetryAfterOn429
+from gateway.settings import GatewaySettings
+
+
+def create_app(settings: GatewaySettings | None = None):
+    # Each gunicorn worker reads the same environment start.py validated.
+    settings = settings or GatewaySettings.from_env()
+    app = RetryAfterOn429(StreamWholeAnswers(create_app_from_env()))
+    return BodyLimit(app, settings.max_request_bytes, "the MLflow AI Gateway")

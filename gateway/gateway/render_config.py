@@ -1,0 +1,165 @@
+"""Render the MLflow AI Gateway config from the gateway's settings; check it with MLflow's loader.
+
+Every model the stack serves gets two endpoints, named the same whatever the engine, so that
+runs made on pyfunc, vLLM, SGLang and TGI stay comparable:
+  <endpoint name>              llm/v1/chat
+  <endpoint name>-completions  llm/v1/completions
+(MODELS, or MODEL_ID and SERVED_MODEL_NAME: promptlab_stack.settings), then each
+OPENAI_COMPATIBLE_ENDPOINTS server's chat endpoint (and its completions endpoint where the server
+has /v1/completions), then OpenAI chat endpoints when OPENAI_API_KEY is set.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from gateway.mlflow_compat import load_gateway_config
+from gateway.settings import OPENAI_COMPATIBLE_API_KEY_ENV, GatewaySettings
+
+BACKENDS = ("pyfunc", "tgi", "vllm", "sglang")
+# Where each engine listens on the compose network (service name = host name).
+BACKEND_URLS = {
+    "pyfunc": "http://pyfunc:8080",
+    "tgi": "http://tgi:80",
+    "vllm": "http://vllm:8000",
+    "sglang": "http://sglang:30000",
+}
+
+
+class ConfigError(ValueError):
+    """The settings give no usable config; the message names the setting."""
+
+
+def resolves(url: str) -> bool:
+    try:
+        socket.getaddrinfo(urlparse(url).hostname, None)
+        return True
+    except OSError:
+        return False
+
+
+def has_completions(base_url: str) -> bool | None:
+    """Whether an OpenAI-compatible server has /v1/completions (None: it did not answer).
+
+    An empty request is refused with 400/422 by a server that has the route, and with 404 or 405
+    by one that has not (`transformers serve`, for one, has chat only)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(f"{base_url}/completions", data=b"{}", method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=3):
+            return True
+    except urllib.error.HTTPError as e:
+        return e.code not in (404, 405)
+    except OSError:
+        return None
+
+
+def pick_backend(settings: GatewaySettings, urls: Mapping[str, str] = BACKEND_URLS,
+                 resolves: Callable[[str], bool] = resolves) -> str:
+    """MODEL_BACKEND, or with `auto` the engine whose compose service is running."""
+    if settings.model_backend != "auto":
+        return settings.model_backend
+    # A compose profile starts exactly one engine; only its service name resolves on the network.
+    running = [b for b in BACKENDS if resolves(urls[b])]
+    if len(running) > 1:
+        raise ConfigError(
+            f"MODEL_BACKEND=auto found several engines running ({', '.join(running)}); "
+            "start one profile, or set MODEL_BACKEND"
+        )
+    return running[0] if running else "pyfunc"
+
+
+def chat_and_completions(name: str, model: dict, completions: bool = True) -> list[dict]:
+    endpoints = [{"name": name, "endpoint_type": "llm/v1/chat", "model": model}]
+    if completions:
+        # Separate copies, so the YAML has no anchors/aliases a person would trip over.
+        endpoints.append({"name": f"{name}-completions", "endpoint_type": "llm/v1/completions",
+                          "model": {**model, "config": dict(model["config"])}})
+    return endpoints
+
+
+def local_endpoints(settings: GatewaySettings, backend: str, url: str,
+                    has_completions: Callable[[str], bool | None] = has_completions) -> list[dict]:
+    url = url.rstrip("/")
+    if backend == "pyfunc":
+        # One model server serves the whole list; "name" tells it which model answers.
+        return [
+            endpoint
+            for served in settings.served_models
+            for endpoint in chat_and_completions(served.endpoint, {
+                "provider": "pyfunc", "name": served.endpoint, "config": {"model_server_url": url}})
+        ]
+    # A GPU engine serves the first model, under whatever name it lists at /v1/models.
+    base = f"{url}/v1"
+    return chat_and_completions(settings.endpoint_name, {
+        "provider": "openai-compatible", "config": {"base_url": base}}, has_completions(base) is not False)
+
+
+def external_endpoints(settings: GatewaySettings,
+                       has_completions: Callable[[str], bool | None] = has_completions) -> list[dict]:
+    key_env = OPENAI_COMPATIBLE_API_KEY_ENV if settings.openai_compatible_api_key else ""
+    endpoints = []
+    for external in settings.external_endpoints:
+        model = {"provider": "openai-compatible", "config": {"base_url": external.base_url, "api_key_env": key_env}}
+        if external.model:
+            model["name"] = external.model
+        # A server that is down at start keeps its completions endpoint (it answers 503 meanwhile).
+        endpoints += chat_and_completions(external.name, model, has_completions(external.base_url) is not False)
+    return endpoints
+
+
+def openai_endpoints(settings: GatewaySettings) -> list[dict]:
+    if not settings.openai_api_key:
+        return []
+    return [
+        {
+            "name": "openai-" + re.sub(r"[^A-Za-z0-9_.-]", "-", model),
+            "endpoint_type": "llm/v1/chat",
+            "model": {
+                "provider": "openai",
+                "name": model,
+                # Resolved from the gateway's environment at start, never written to disk.
+                "config": {"openai_api_key": "$OPENAI_API_KEY"},
+            },
+        }
+        for model in settings.openai_models
+    ]
+
+
+def render(settings: GatewaySettings, urls: Mapping[str, str] = BACKEND_URLS,
+           resolves: Callable[[str], bool] = resolves,
+           has_completions: Callable[[str], bool | None] = has_completions) -> dict:
+    backend = pick_backend(settings, urls, resolves)
+    endpoints = (local_endpoints(settings, backend, urls[backend], has_completions)
+                 + external_endpoints(settings, has_completions) + openai_endpoints(settings))
+    names = [e["name"] for e in endpoints]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise ConfigError(f"endpoint names collide: {clashes}; rename the entries of MODELS, "
+                          "OPENAI_COMPATIBLE_ENDPOINTS or SERVED_MODEL_NAME that give them")
+    return {"endpoints": endpoints}
+
+
+def to_yaml(config: dict) -> str:
+    return yaml.safe_dump(config, allow_unicode=True, sort_keys=False)
+
+
+def validate(config: dict):
+    """Load the rendered YAML as `mlflow gateway start` will; return MLflow's GatewayConfig."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, "gateway.yaml")
+        path.write_text(to_yaml(config), encoding="utf-8")
+        try:
+            return load_gateway_config(path)
+        except Exception as e:  # MLflow raises MlflowException wrapping pydantic's errors
+            raise ConfigError(f"MLflow rejected the rendered gateway config: {e}") from e

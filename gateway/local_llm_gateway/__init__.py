@@ -1,1 +1,0 @@
-"""The MLflow AI Gateway side of the stack: config rendering and the `hf-pyfunc` provider."""
