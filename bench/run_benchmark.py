@@ -21,7 +21,7 @@ import signal
 import sys
 from pathlib import Path
 
-# As pyfunc_server's generator does in the model server: idle OpenMP threads sleep rather than spin
+# As pyfunc_server's loading does in the model server: idle OpenMP threads sleep rather than spin
 # (before torch is imported here, for the in-process runs; the servers inherit it).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

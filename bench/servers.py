@@ -189,7 +189,7 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
              # model, more than the machine has for the real-shape one); 512 blocks and 1024 tokens
              # per step hold far more than 16 rows of these prompts and answers.
              "--cb-num-blocks", "512", "--cb-max-batch-tokens", "1024", str(model_dir)],
-            # The OpenMP setting pyfunc_server's generator picks for itself, for a fair comparison.
+            # The OpenMP setting pyfunc_server's loading picks for itself, for a fair comparison.
             port, "/health", logs, {"OMP_WAIT_POLICY": "PASSIVE"})
     if want & {"gateway", "proxy", "proxy-transformers-cb"}:
         servers["gateway"] = gateway_server(

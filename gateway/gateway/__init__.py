@@ -1,1 +1,2 @@
-"""The MLflow AI Gateway side of the stack: config rendering and the `pyfunc` provider."""
+"""The MLflow AI Gateway side of the stack: config rendering and the `pyfunc` and
+`openai-compatible` providers."""

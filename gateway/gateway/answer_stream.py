@@ -32,19 +32,35 @@ STREAMED_PATHS = ("/v1/chat/completions",)
 
 def answer_chunks(answer: dict[str, Any]) -> list[dict[str, Any]]:
     """A whole chat completion as the chunks OpenAI would have streamed."""
-    head = {"id": answer.get("id"), "object": "chat.completion.chunk",
-            "created": answer.get("created"), "model": answer.get("model")}
+    head = {
+        "id": answer.get("id"),
+        "object": "chat.completion.chunk",
+        "created": answer.get("created"),
+        "model": answer.get("model"),
+    }
     choices = answer.get("choices") or []
-    text = [{"index": c.get("index", i), "finish_reason": None,
-             "delta": {"role": "assistant", "content": (c.get("message") or {}).get("content") or ""}}
-            for i, c in enumerate(choices)]
-    finish = [{"index": c.get("index", i), "delta": {}, "finish_reason": c.get("finish_reason") or "stop"}
-              for i, c in enumerate(choices)]
+    text = [
+        {
+            "index": c.get("index", i),
+            "finish_reason": None,
+            "delta": {
+                "role": "assistant",
+                "content": (c.get("message") or {}).get("content") or "",
+            },
+        }
+        for i, c in enumerate(choices)
+    ]
+    finish = [
+        {"index": c.get("index", i), "delta": {}, "finish_reason": c.get("finish_reason") or "stop"}
+        for i, c in enumerate(choices)
+    ]
     return [{**head, "choices": text}, {**head, "choices": finish, "usage": answer.get("usage")}]
 
 
 def sse(chunks: list[dict[str, Any]]) -> bytes:
-    events = [f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks] + ["data: [DONE]\n\n"]
+    events = [f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks] + [
+        "data: [DONE]\n\n"
+    ]
     return "".join(events).encode("utf-8")
 
 
@@ -97,8 +113,11 @@ async def _call_buffered(app, scope, receive) -> tuple[int, list, bytes]:
         await app(scope, receive, capture)
     except AIGatewayException as e:
         body = json.dumps({"detail": e.detail}, ensure_ascii=False).encode("utf-8")
-        return e.status_code, [(b"content-type", b"application/json"),
-                               (b"content-length", str(len(body)).encode())], body
+        return (
+            e.status_code,
+            [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            body,
+        )
     return start.get("status", 502), start.get("headers", []), b"".join(parts)
 
 
@@ -107,23 +126,33 @@ class StreamWholeAnswers:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in OPENAI_PATHS:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] not in OPENAI_PATHS
+        ):
             return await self.app(scope, receive, send)
         body = await _read_body(receive)
         try:
             request = json.loads(body)
         except ValueError:
             request = None
-        if not (scope["path"] in STREAMED_PATHS and isinstance(request, dict)
-                and request.get("stream") is True):
-            return await _send_whole(send, *await _call_buffered(self.app, scope, _replay(body, receive)))
+        if not (
+            scope["path"] in STREAMED_PATHS
+            and isinstance(request, dict)
+            and request.get("stream") is True
+        ):
+            return await _send_whole(
+                send, *await _call_buffered(self.app, scope, _replay(body, receive))
+            )
 
         unstreamed = {k: v for k, v in request.items() if k not in ("stream", "stream_options")}
         new_body = json.dumps(unstreamed).encode("utf-8")
         headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(new_body)).encode()))
         status, response_headers, answer_body = await _call_buffered(
-            self.app, {**scope, "headers": headers}, _replay(new_body, receive))
+            self.app, {**scope, "headers": headers}, _replay(new_body, receive)
+        )
         if status == 200:
             try:
                 answer = json.loads(answer_body)
@@ -131,8 +160,15 @@ class StreamWholeAnswers:
                 answer = None
             if isinstance(answer, dict):
                 stream = sse(answer_chunks(answer))
-                await _send_whole(send, 200, [(b"content-type", b"text/event-stream; charset=utf-8"),
-                                              (b"cache-control", b"no-cache"),
-                                              (b"content-length", str(len(stream)).encode())], stream)
+                await _send_whole(
+                    send,
+                    200,
+                    [
+                        (b"content-type", b"text/event-stream; charset=utf-8"),
+                        (b"cache-control", b"no-cache"),
+                        (b"content-length", str(len(stream)).encode()),
+                    ],
+                    stream,
+                )
                 return
         await _send_whole(send, status, response_headers, answer_body)

@@ -6,11 +6,11 @@ bounded by MAX_REQUEST_MB (promptlab_stack/body_limit.py)."""
 from __future__ import annotations
 
 from mlflow.gateway.app import create_app_from_env
-from promptlab_stack.body_limit import BodyLimit
 
 from gateway.answer_stream import StreamWholeAnswers
 from gateway.retry_after import RetryAfterOn429
 from gateway.settings import GatewaySettings
+from promptlab_stack.body_limit import BodyLimit
 
 
 def create_app(settings: GatewaySettings | None = None):

@@ -9,63 +9,62 @@ server that is down surfaces as a 500 or a bare 502; the UI then shows nothing u
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import weakref
 from typing import Any
 
+import aiohttp
 from mlflow.environment_variables import MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS
 from mlflow.gateway.exceptions import AIGatewayException
+
+from promptlab_stack.error_body import readable_message
+from promptlab_stack.http_pool import SessionPool
 from promptlab_stack.timings import GATEWAY_POOL_KEEPALIVE_S
 
 logger = logging.getLogger(__name__)
 
-# One pool of keep-alive connections per event loop (a gateway worker has one).
-_sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Shorter than the engines keep idle connections (promptlab_stack/timings.py); no limit on the
+# connections open at once (the engines queue and refuse what they cannot take).
+POOL = SessionPool(keepalive_s=GATEWAY_POOL_KEEPALIVE_S, limit=0)
 
 
-def pooled_session():
-    import aiohttp
-
-    loop = asyncio.get_running_loop()
-    session = _sessions.get(loop)
-    if session is None or session.closed:
-        session = aiohttp.ClientSession(
-            # Shorter than the engines keep idle connections (promptlab_stack/timings.py).
-            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=GATEWAY_POOL_KEEPALIVE_S),
-        )
-        _sessions[loop] = session
-    return session
+def pooled_session() -> aiohttp.ClientSession:
+    """The running event loop's pool (a gateway worker has one loop)."""
+    return POOL.session()
 
 
 async def close_pooled_session() -> None:
     """Close the running event loop's pool (for embedders and tests; a gateway worker keeps its
     pool until the process exits)."""
-    session = _sessions.pop(asyncio.get_running_loop(), None)
-    if session is not None:
-        await session.close()
+    await POOL.close()
 
 
-async def call(method: str, url: str, server: str, body: dict | None = None,
-               headers: dict[str, str] | None = None) -> dict[str, Any]:
+async def call(
+    method: str,
+    url: str,
+    server: str,
+    body: dict | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """`method url` with a JSON body; the JSON object answered, or AIGatewayException: 503 when
     `server` (its name in messages) cannot be reached, 504 when it does not answer in time, its
     own status and message when it refuses, 502 when the answer is not a JSON object."""
-    import aiohttp
-
-    timeout = aiohttp.ClientTimeout(total=MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS.get())
     try:
-        async with pooled_session().request(method, url, json=body, headers=headers,
-                                            timeout=timeout) as resp:
-            raw = await resp.read()
-            status = resp.status
-    except (asyncio.TimeoutError, TimeoutError) as e:
+        status, raw = await POOL.request(
+            method,
+            url,
+            json=body,
+            headers=headers,
+            timeout_s=MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS.get(),
+        )
+    except TimeoutError as e:
         raise AIGatewayException(status_code=504, detail=f"{server} did not answer in time") from e
     except (aiohttp.ClientConnectionError, OSError) as e:
         logger.warning("%s %s failed: %r", method, url, e)
         raise AIGatewayException(
-            status_code=503, detail=f"{server} is unreachable ({connection_failure(e)}): it is still starting, or down"
+            status_code=503,
+            detail=f"{server} is unreachable ({connection_failure(e)}): "
+            "it is still starting, or down",
         ) from e
     try:
         answer = json.loads(raw)
@@ -74,33 +73,32 @@ async def call(method: str, url: str, server: str, body: dict | None = None,
     if status != 200:
         raise AIGatewayException(status_code=status, detail=error_message(answer, server, status))
     if not isinstance(answer, dict):
-        logger.warning("%s %s answered something other than a JSON object: %r", method, url, raw[:200])
+        logger.warning(
+            "%s %s answered something other than a JSON object: %r", method, url, raw[:200]
+        )
         raise AIGatewayException(502, f"{server} answered something other than a JSON object")
     return answer
 
 
 def connection_failure(error: BaseException) -> str:
     """Why a connection failed, in words a user can act on."""
-    import aiohttp
-
     if isinstance(error, aiohttp.ClientConnectorDNSError):
         return "its host name does not resolve"
     if isinstance(error, aiohttp.ClientConnectorError):
-        return "connection refused" if isinstance(error.os_error, ConnectionRefusedError) else "no connection"
-    if isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | ConnectionResetError):
+        return (
+            "connection refused"
+            if isinstance(error.os_error, ConnectionRefusedError)
+            else "no connection"
+        )
+    if isinstance(
+        error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | ConnectionResetError
+    ):
         return "it closed the connection"
     return "no connection"
 
 
 def error_message(answer: Any, server: str, status: int) -> str:
-    """The readable part of an engine's error body: MLflow's scoring server says
-    `{"error_code", "message"}` (its `stack_trace` stays out), OpenAI-compatible servers
-    `{"error": {"message"}}` or `{"detail": ...}`. A body that is none of these (an HTML error
-    page, a stack trace) is not passed on."""
-    if isinstance(answer, dict):
-        error = answer.get("error")
-        detail = (answer.get("message") or (error.get("message") if isinstance(error, dict) else error)
-                  or answer.get("detail"))
-        if detail:
-            return str(detail)
-    return f"{server} answered HTTP {status}"
+    """The readable part of an engine's error object (promptlab_stack/error_body.py). A body that
+    is not a JSON object (an HTML error page, a stack trace) is not passed on."""
+    message = readable_message(answer) if isinstance(answer, dict) else ""
+    return message or f"{server} answered HTTP {status}"

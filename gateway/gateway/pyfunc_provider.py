@@ -19,10 +19,9 @@ from mlflow.gateway.exceptions import AIGatewayException
 from mlflow.gateway.providers.base import BaseProvider
 from mlflow.gateway.schemas import chat, completions
 
-from promptlab_stack.model_state import STATE_PATH, failure_of
-
 from gateway.engine_http import call
 from gateway.unified_request import chat_body, completions_body
+from promptlab_stack.model_state import STATE_PATH, failure_of
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +44,8 @@ class PyfuncProvider(BaseProvider):
             raise TypeError(f"Invalid config type {config.model.config}")
         self.server_url = config.model.config.model_server_url
         self.invocations_url = f"{self.server_url.rstrip('/')}/invocations"
-        # Named by its compose service (the URL's host), never by its URL: messages reach the browser.
+        # Named by its compose service (the URL's host), never by its URL: messages reach the
+        # browser.
         self.server = f"The model server (service {urlparse(self.server_url).hostname})"
         self.state_path = STATE_PATH  # the model-state volume, read-only here
 
@@ -56,10 +56,17 @@ class PyfuncProvider(BaseProvider):
             return await call("POST", self.invocations_url, self.server, body)
         except AIGatewayException as e:
             # A model server that stopped on an error waiting cannot fix left the reason behind.
-            failure = failure_of(self.config.model.name or None, self.state_path) if e.status_code == 503 else None
+            failure = (
+                failure_of(self.config.model.name or None, self.state_path)
+                if e.status_code == 503
+                else None
+            )
             if failure:
-                raise AIGatewayException(503, f"{failure} (the model server has stopped; after the fix, "
-                                              "run docker compose up -d again)") from e
+                raise AIGatewayException(
+                    503,
+                    f"{failure} (the model server has stopped; after the fix, "
+                    "run docker compose up -d again)",
+                ) from e
             raise
 
     def _answer(self, schema, resp: dict[str, Any]):
@@ -72,5 +79,9 @@ class PyfuncProvider(BaseProvider):
     async def _chat(self, payload: chat.RequestPayload) -> chat.ResponsePayload:
         return self._answer(chat.ResponsePayload, await self._invoke(chat_body(payload)))
 
-    async def _completions(self, payload: completions.RequestPayload) -> completions.ResponsePayload:
-        return self._answer(completions.ResponsePayload, await self._invoke(completions_body(payload)))
+    async def _completions(
+        self, payload: completions.RequestPayload
+    ) -> completions.ResponsePayload:
+        return self._answer(
+            completions.ResponsePayload, await self._invoke(completions_body(payload))
+        )

@@ -11,6 +11,7 @@ has /v1/completions), then OpenAI chat endpoints when OPENAI_API_KEY is set.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import tempfile
@@ -18,19 +19,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
 
+import aiohttp
 import yaml
 
 from gateway.mlflow_compat import load_gateway_config
 from gateway.settings import OPENAI_COMPATIBLE_API_KEY_ENV, GatewaySettings
+from promptlab_stack.topology import ENGINES
 
-BACKENDS = ("pyfunc", "tgi", "vllm", "sglang")
-# Where each engine listens on the compose network (service name = host name).
-BACKEND_URLS = {
-    "pyfunc": "http://pyfunc:8080",
-    "tgi": "http://tgi:80",
-    "vllm": "http://vllm:8000",
-    "sglang": "http://sglang:30000",
-}
+# The engines MODEL_BACKEND names (pyfunc, tgi, vllm, sglang), each named by its compose service,
+# and where each listens on the compose network (service name = host name).
+BACKENDS = tuple(engine.name for engine in ENGINES)
+BACKEND_URLS = {engine.name: engine.url for engine in ENGINES}
 
 
 class ConfigError(ValueError):
@@ -49,23 +48,29 @@ def has_completions(base_url: str) -> bool | None:
     """Whether an OpenAI-compatible server has /v1/completions (None: it did not answer).
 
     An empty request is refused with 400/422 by a server that has the route, and with 404 or 405
-    by one that has not (`transformers serve`, for one, has chat only)."""
-    import urllib.error
-    import urllib.request
+    by one that has not (`transformers serve`, for one, has chat only). Asked once at start,
+    outside any event loop."""
+    return asyncio.run(_has_completions(base_url))
 
-    request = urllib.request.Request(f"{base_url}/completions", data=b"{}", method="POST",
-                                     headers={"Content-Type": "application/json"})
+
+async def _has_completions(base_url: str) -> bool | None:
+    # 3 s to connect and 3 s for the answer; HTTP(S)_PROXY and NO_PROXY apply (trust_env).
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=3)
     try:
-        with urllib.request.urlopen(request, timeout=3):
-            return True
-    except urllib.error.HTTPError as e:
-        return e.code not in (404, 405)
-    except OSError:
+        async with aiohttp.ClientSession(trust_env=True, timeout=timeout) as session:
+            async with session.post(
+                f"{base_url}/completions", data=b"{}", headers={"Content-Type": "application/json"}
+            ) as resp:
+                return resp.status not in (404, 405)
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return None
 
 
-def pick_backend(settings: GatewaySettings, urls: Mapping[str, str] = BACKEND_URLS,
-                 resolves: Callable[[str], bool] = resolves) -> str:
+def pick_backend(
+    settings: GatewaySettings,
+    urls: Mapping[str, str] = BACKEND_URLS,
+    resolves: Callable[[str], bool] = resolves,
+) -> str:
     """MODEL_BACKEND, or with `auto` the engine whose compose service is running."""
     if settings.model_backend != "auto":
         return settings.model_backend
@@ -83,38 +88,62 @@ def chat_and_completions(name: str, model: dict, completions: bool = True) -> li
     endpoints = [{"name": name, "endpoint_type": "llm/v1/chat", "model": model}]
     if completions:
         # Separate copies, so the YAML has no anchors/aliases a person would trip over.
-        endpoints.append({"name": f"{name}-completions", "endpoint_type": "llm/v1/completions",
-                          "model": {**model, "config": dict(model["config"])}})
+        endpoints.append(
+            {
+                "name": f"{name}-completions",
+                "endpoint_type": "llm/v1/completions",
+                "model": {**model, "config": dict(model["config"])},
+            }
+        )
     return endpoints
 
 
-def local_endpoints(settings: GatewaySettings, backend: str, url: str,
-                    has_completions: Callable[[str], bool | None] = has_completions) -> list[dict]:
+def local_endpoints(
+    settings: GatewaySettings,
+    backend: str,
+    url: str,
+    has_completions: Callable[[str], bool | None] = has_completions,
+) -> list[dict]:
     url = url.rstrip("/")
     if backend == "pyfunc":
         # One model server serves the whole list; "name" tells it which model answers.
         return [
             endpoint
             for served in settings.served_models
-            for endpoint in chat_and_completions(served.endpoint, {
-                "provider": "pyfunc", "name": served.endpoint, "config": {"model_server_url": url}})
+            for endpoint in chat_and_completions(
+                served.endpoint,
+                {
+                    "provider": "pyfunc",
+                    "name": served.endpoint,
+                    "config": {"model_server_url": url},
+                },
+            )
         ]
     # A GPU engine serves the first model, under whatever name it lists at /v1/models.
     base = f"{url}/v1"
-    return chat_and_completions(settings.endpoint_name, {
-        "provider": "openai-compatible", "config": {"base_url": base}}, has_completions(base) is not False)
+    return chat_and_completions(
+        settings.endpoint_name,
+        {"provider": "openai-compatible", "config": {"base_url": base}},
+        has_completions(base) is not False,
+    )
 
 
-def external_endpoints(settings: GatewaySettings,
-                       has_completions: Callable[[str], bool | None] = has_completions) -> list[dict]:
+def external_endpoints(
+    settings: GatewaySettings, has_completions: Callable[[str], bool | None] = has_completions
+) -> list[dict]:
     key_env = OPENAI_COMPATIBLE_API_KEY_ENV if settings.openai_compatible_api_key else ""
     endpoints = []
     for external in settings.external_endpoints:
-        model = {"provider": "openai-compatible", "config": {"base_url": external.base_url, "api_key_env": key_env}}
+        model = {
+            "provider": "openai-compatible",
+            "config": {"base_url": external.base_url, "api_key_env": key_env},
+        }
         if external.model:
             model["name"] = external.model
         # A server that is down at start keeps its completions endpoint (it answers 503 meanwhile).
-        endpoints += chat_and_completions(external.name, model, has_completions(external.base_url) is not False)
+        endpoints += chat_and_completions(
+            external.name, model, has_completions(external.base_url) is not False
+        )
     return endpoints
 
 
@@ -136,17 +165,25 @@ def openai_endpoints(settings: GatewaySettings) -> list[dict]:
     ]
 
 
-def render(settings: GatewaySettings, urls: Mapping[str, str] = BACKEND_URLS,
-           resolves: Callable[[str], bool] = resolves,
-           has_completions: Callable[[str], bool | None] = has_completions) -> dict:
+def render(
+    settings: GatewaySettings,
+    urls: Mapping[str, str] = BACKEND_URLS,
+    resolves: Callable[[str], bool] = resolves,
+    has_completions: Callable[[str], bool | None] = has_completions,
+) -> dict:
     backend = pick_backend(settings, urls, resolves)
-    endpoints = (local_endpoints(settings, backend, urls[backend], has_completions)
-                 + external_endpoints(settings, has_completions) + openai_endpoints(settings))
+    endpoints = (
+        local_endpoints(settings, backend, urls[backend], has_completions)
+        + external_endpoints(settings, has_completions)
+        + openai_endpoints(settings)
+    )
     names = [e["name"] for e in endpoints]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
-        raise ConfigError(f"endpoint names collide: {clashes}; rename the entries of MODELS, "
-                          "OPENAI_COMPATIBLE_ENDPOINTS or SERVED_MODEL_NAME that give them")
+        raise ConfigError(
+            f"endpoint names collide: {clashes}; rename the entries of MODELS, "
+            "OPENAI_COMPATIBLE_ENDPOINTS or SERVED_MODEL_NAME that give them"
+        )
     return {"endpoints": endpoints}
 
 

@@ -21,8 +21,13 @@ class RetryAfterOn429:
 
         async def send_with_retry_after(message) -> None:
             if message["type"] == "http.response.start" and message["status"] == 429:
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"retry-after"]
-                message = {**message, "headers": [*headers, (b"retry-after", str(RETRY_AFTER_S).encode())]}
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"retry-after"
+                ]
+                message = {
+                    **message,
+                    "headers": [*headers, (b"retry-after", str(RETRY_AFTER_S).encode())],
+                }
             await send(message)
 
         await self.app(scope, receive, send_with_retry_after)

@@ -12,12 +12,12 @@ from promptlab_stack.settings import (
     Duration,
     GenerationTimeout,
     ModelChoice,
+    RequestLimit,
     check_unique_endpoints,
     checked_by,
     comma_list,
     is_valid_endpoint_name,
     list_entries,
-    RequestLimit,
 )
 
 Backend = Literal["auto", "pyfunc", "tgi", "vllm", "sglang"]
@@ -41,10 +41,14 @@ def parse_external_endpoints(text: str) -> list[ExternalEndpoint]:
         name, sep, rest = entry.partition("=")
         name = name.strip()
         if not sep or not name:
-            raise ValueError(f"{knob} entry {entry!r} needs an endpoint name: name=http://host:port/v1")
+            raise ValueError(
+                f"{knob} entry {entry!r} needs an endpoint name: name=http://host:port/v1"
+            )
         if not is_valid_endpoint_name(name):
-            raise ValueError(f"{knob} entry {entry!r}: the endpoint name {name!r} may use only ASCII "
-                             "letters, digits, '-', '_' and '.'")
+            raise ValueError(
+                f"{knob} entry {entry!r}: the endpoint name {name!r} may use only ASCII "
+                "letters, digits, '-', '_' and '.'"
+            )
         url, _, model = rest.strip().partition("#")
         parsed = urlparse(url.strip())
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
@@ -59,9 +63,9 @@ def parse_external_endpoints(text: str) -> list[ExternalEndpoint]:
 
 class GatewaySettings(ModelChoice, GenerationTimeout, RequestLimit):
     # auto: the engine whose compose service runs (render_config.pick_backend).
-    model_backend: Annotated[Backend, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)] = Field(
-        "auto", description="auto, pyfunc, tgi, vllm or sglang"
-    )
+    model_backend: Annotated[
+        Backend, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)
+    ] = Field("auto", description="auto, pyfunc, tgi, vllm or sglang")
     # Any OpenAI-compatible servers beside the stack's own models (README: Compare models).
     openai_compatible_endpoints: Annotated[str, checked_by(parse_external_endpoints)] = Field(
         "", description="comma-separated endpoint_name=base_url[#model] entries"
@@ -70,7 +74,9 @@ class GatewaySettings(ModelChoice, GenerationTimeout, RequestLimit):
     # Adds an "openai-<model>" chat endpoint per model when set; never written to the config file.
     openai_api_key: str = ""
     openai_chat_models: str = Field("gpt-4o-mini", description="comma-separated OpenAI model names")
-    stop_grace_period: Duration = Field(330.0, ge=0, description="a duration such as 60s, 2m or 1m30s")
+    stop_grace_period: Duration = Field(
+        330.0, ge=0, description="a duration such as 60s, 2m or 1m30s"
+    )
 
     @property
     def openai_models(self) -> list[str]:
@@ -78,4 +84,8 @@ class GatewaySettings(ModelChoice, GenerationTimeout, RequestLimit):
 
     @property
     def external_endpoints(self) -> list[ExternalEndpoint]:
-        return parse_external_endpoints(self.openai_compatible_endpoints) if self.openai_compatible_endpoints else []
+        return (
+            parse_external_endpoints(self.openai_compatible_endpoints)
+            if self.openai_compatible_endpoints
+            else []
+        )

@@ -12,22 +12,24 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.render_config import BACKEND_URLS, ConfigError, render, to_yaml, validate
+from gateway.settings import GatewaySettings
 from promptlab_stack.settings import SettingsError
+from promptlab_stack.stop import stop_service
 from promptlab_stack.timings import (
     GATEWAY_KEEPALIVE_S,
     gateway_graceful_timeout,
     gateway_route_timeout,
 )
-
-from gateway.render_config import BACKEND_URLS, ConfigError, render, to_yaml, validate
-from gateway.settings import GatewaySettings
+from promptlab_stack.topology import GATEWAY
 
 CONFIG_PATH = Path("/tmp/gateway.yaml")
-PORT = 7000  # the gateway's port on the compose network (the tracking server's target)
 WORKERS = 2
 
 
-def write_config(settings: GatewaySettings, path: Path, urls: Mapping[str, str] = BACKEND_URLS) -> dict:
+def write_config(
+    settings: GatewaySettings, path: Path, urls: Mapping[str, str] = BACKEND_URLS
+) -> dict:
     """Render the config, check it with MLflow's loader, write it to `path`; raise ConfigError."""
     config = render(settings, urls)
     validate(config)
@@ -35,15 +37,26 @@ def write_config(settings: GatewaySettings, path: Path, urls: Mapping[str, str] 
     return config
 
 
-def server_command(config_path: Path, *, host: str = "0.0.0.0", port: int = PORT,
-                   workers: int = WORKERS) -> list[str]:
+def server_command(
+    config_path: Path, *, host: str = "0.0.0.0", port: int = GATEWAY.port, workers: int = WORKERS
+) -> list[str]:
     """What `mlflow gateway start` runs (gunicorn, uvicorn workers, the config in
     MLFLOW_GATEWAY_CONFIG), on our app factory instead of MLflow's, and without its config watcher:
     the config is rendered once per container start."""
-    return [sys.executable, "-m", "gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers),
-            "--worker-class", "uvicorn.workers.UvicornWorker",
-            "--env", f"MLFLOW_GATEWAY_CONFIG={config_path}",
-            "gateway.app:create_app()"]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"{host}:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        "uvicorn.workers.UvicornWorker",
+        "--env",
+        f"MLFLOW_GATEWAY_CONFIG={config_path}",
+        "gateway.app:create_app()",
+    ]
 
 
 def server_environment(settings: GatewaySettings) -> dict[str, str]:
@@ -53,20 +66,27 @@ def server_environment(settings: GatewaySettings) -> dict[str, str]:
     return {
         # `$OPENAI_API_KEY` in the config is resolved from this environment, not stored in the file.
         "MLFLOW_GATEWAY_RESOLVE_API_KEY_FROM_ENV": "true",
-        "MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS": str(gateway_route_timeout(settings.generation_timeout_seconds)),
+        "MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS": str(
+            gateway_route_timeout(settings.generation_timeout_seconds)
+        ),
         "GUNICORN_CMD_ARGS": f"--graceful-timeout {graceful} --keep-alive {GATEWAY_KEEPALIVE_S}",
     }
 
 
 def main(environ: Mapping[str, str] | None = None) -> int:
+    """Exec the gateway; on a bad setting, return the status to stop with
+    (promptlab_stack/stop.py)."""
     try:
         settings = GatewaySettings.from_env(environ)
         config = write_config(settings, CONFIG_PATH)
     except (SettingsError, ConfigError) as e:
-        print(f"gateway config error: {e}", file=sys.stderr)
-        return 2
-    for e in config["endpoints"]:
-        print(f"endpoint {e['name']} ({e['endpoint_type']}) -> {e['model']['provider']}", file=sys.stderr)
+        return stop_service("gateway", f"config error: {e}")
+    for endpoint in config["endpoints"]:
+        print(
+            f"endpoint {endpoint['name']} ({endpoint['endpoint_type']})"
+            f" -> {endpoint['model']['provider']}",
+            file=sys.stderr,
+        )
     os.environ.update(server_environment(settings))
     command = server_command(CONFIG_PATH)
     os.execvp(command[0], command)

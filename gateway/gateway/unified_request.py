@@ -29,7 +29,10 @@ def _params(body: dict[str, Any]) -> dict[str, Any]:
 
 def chat_body(payload: chat.RequestPayload) -> dict[str, Any]:
     body = jsonable_encoder(payload, exclude_none=True)
-    messages = [{"role": m["role"], "content": flatten_content(m.get("content", ""))} for m in body["messages"]]
+    messages = [
+        {"role": m["role"], "content": flatten_content(m.get("content", ""))}
+        for m in body["messages"]
+    ]
     return {"messages": messages, **_params(body)}
 
 

@@ -33,9 +33,10 @@ import logging
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +122,10 @@ class MicroBatcher:
                 raise RuntimeError("the batcher is closed")
             if self.max_queued is not None and len(self._queue) + len(jobs) > self.max_queued:
                 self.refused += 1
-                raise QueueFull(f"{len(self._queue)} prompts are already waiting for the model "
-                                f"(MAX_QUEUED_REQUESTS={self.max_queued})")
+                raise QueueFull(
+                    f"{len(self._queue)} prompts are already waiting for the model "
+                    f"(MAX_QUEUED_REQUESTS={self.max_queued})"
+                )
             if self._thread is None:
                 # Started on first use: nothing runs while the model is only being saved.
                 self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
@@ -136,12 +139,12 @@ class MicroBatcher:
 
     def window(self) -> float:
         """How long a new batch waits for the jobs it expects: BATCH_WINDOW_MS, or half a
-        decoding step where steps are longer. With a model of a real size on a CPU a step takes
-        hundreds of milliseconds, and answers that go back through the tracking proxy and the
-        gateway bring the next prompts in over more than 30 ms: a batch that started without
-        them would run its first steps short, and they would join later with a prefill of their
-        own while the others wait, their answers a step apart from then on. Half a step is
-        little next to the answer's many steps; with the tiny model it is microseconds."""
+        decoding step where steps are longer. With a model of a real size on a CPU a step is
+        long, and answers that go back through the tracking proxy and the gateway bring the next
+        prompts in over longer than the window: a batch that started without them would run its
+        first steps short, and they would join later with a prefill of their own while the
+        others wait, their answers a step apart from then on. Half a step is little next to the
+        answer's many steps; with a tiny model it is next to nothing."""
         return max(self.window_s, min(0.5 * self.step_s, MAX_STEP_WINDOW_S))
 
     # -- called from run_batch, in the worker thread, between decoding steps ------------------
@@ -163,7 +166,9 @@ class MicroBatcher:
                 job = self._queue[0]
                 if job.expired(now) or job.future.done():
                     self._queue.popleft()
-                    _fail(job, DeadlineExceeded("the request timed out before its generation started"))
+                    _fail(
+                        job, DeadlineExceeded("the request timed out before its generation started")
+                    )
                     continue
                 if self.max_batch_tokens:
                     width = max(width, job.width)
@@ -226,7 +231,10 @@ class MicroBatcher:
                 self._cond.wait(remaining)
             jobs = [self._queue.popleft()]
             while self._queue and len(jobs) < self.max_batch_size:
-                if self.max_batch_tokens and batch_tokens([*jobs, self._queue[0]]) > self.max_batch_tokens:
+                if (
+                    self.max_batch_tokens
+                    and batch_tokens([*jobs, self._queue[0]]) > self.max_batch_tokens
+                ):
                     break  # first come, first served: the next batch starts with it
                 jobs.append(self._queue.popleft())
             self._leftover = bool(self._queue)
@@ -252,7 +260,9 @@ class MicroBatcher:
                 logger.exception("generation failed")
                 _fail(batch[0], e)
             else:
-                logger.exception("a batch of %d failed; running its requests one by one", len(batch))
+                logger.exception(
+                    "a batch of %d failed; running its requests one by one", len(batch)
+                )
                 isolating, self._isolating = self._isolating, True
                 try:
                     for job in batch:
@@ -271,27 +281,3 @@ def _fail(job: Job, error: BaseException) -> None:
             job.future.set_exception(error)
         except Exception:  # set by another thread in the meantime
             pass
-
-
-def widen_thread_pool(threads: int) -> bool:
-    """Let the thread pool that runs the calling thread grow to `threads` threads.
-
-    `mlflow models serve` runs every request's `predict` with `asyncio.to_thread`, i.e. in the
-    event loop's default `ThreadPoolExecutor` of min(32, CPUs + 4) threads: 6 on a 2-CPU machine,
-    so no more than 6 requests could ever wait for (and share) a batch. The pool cannot be
-    replaced when the model loads (uvicorn loads the app before its event loop exists), so the
-    first `predict` raises the pool's limit from inside, through the pool worker's reference to
-    its executor (CPython's `ThreadPoolExecutor` internals; anything else is left alone).
-    Returns whether the calling thread's pool now allows `threads` threads.
-    """
-    import weakref
-    from concurrent.futures import ThreadPoolExecutor
-
-    args = getattr(threading.current_thread(), "_args", None)
-    ref = args[0] if isinstance(args, tuple) and args else None
-    pool = ref() if isinstance(ref, weakref.ReferenceType) else None
-    if not isinstance(pool, ThreadPoolExecutor) or not isinstance(getattr(pool, "_max_workers", None), int):
-        return False
-    if pool._max_workers < threads:
-        pool._max_workers = threads  # new threads are started as requests need them
-    return True

@@ -10,13 +10,12 @@ from __future__ import annotations
 import sys
 import urllib.request
 
-from promptlab_stack.model_state import READY, STATE_PATH, read_state
-
-from pyfunc_server.start import PORT
+from promptlab_stack.model_state import READY, read_state
+from promptlab_stack.topology import MODEL_STATE_PATH, PYFUNC
 
 
 def main() -> int:
-    state = read_state(STATE_PATH)
+    state = read_state(MODEL_STATE_PATH)
     if state is None:
         print("starting: no model state yet")
         return 1
@@ -26,12 +25,16 @@ def main() -> int:
         print("; ".join(waiting))
         return 1
     try:
-        urllib.request.urlopen(f"http://127.0.0.1:{PORT}/ping", timeout=4)
+        urllib.request.urlopen(f"http://127.0.0.1:{PYFUNC.port}/ping", timeout=4)
     except OSError as e:
         print(f"the models are ready but the server does not answer /ping: {e}")
         return 1
-    others = [f"{name}: {m.get('state')}" for name, m in state["models"].items() if not m.get("at_start")]
-    print("ready: " + ", ".join(at_start) + (f" (on demand: {', '.join(others)})" if others else ""))
+    others = [
+        f"{name}: {m.get('state')}" for name, m in state["models"].items() if not m.get("at_start")
+    ]
+    print(
+        "ready: " + ", ".join(at_start) + (f" (on demand: {', '.join(others)})" if others else "")
+    )
     return 0
 
 

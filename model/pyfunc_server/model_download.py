@@ -54,8 +54,13 @@ def repo_cache_bytes(repo_id: str) -> int:
         return 0
 
 
-def download(repo_id: str, files: list[str], total: int, token: str | None,
-             on_progress: Callable[[Progress], None]) -> Path:
+def download(
+    repo_id: str,
+    files: list[str],
+    total: int,
+    token: str | None,
+    on_progress: Callable[[Progress], None],
+) -> Path:
     """The snapshot folder, once every file is there; raises what the download raised."""
     from huggingface_hub import snapshot_download
 
@@ -96,9 +101,14 @@ def is_transient(error: BaseException) -> bool:
 
 def describe_permanent(error: BaseException) -> str:
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return ("no space left on the disk that holds the hf-cache volume. Fix: free disk space "
-                "(docker system df; docker volume ls), then docker compose up -d")
+        return (
+            "no space left on the disk that holds the hf-cache volume. Fix: free disk space "
+            "(docker system df; docker volume ls), then docker compose up -d"
+        )
     if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EROFS):
-        return (f"cannot write the model cache ({error}). Fix: the hf-cache volume must be writable "
-                "by uid 1000 (docker volume rm <project>_hf-cache recreates it)")
-    return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error).strip() else ''}"
+        return (
+            f"cannot write the model cache ({error}). Fix: the hf-cache volume must be writable "
+            "by uid 1000 (docker volume rm <project>_hf-cache recreates it)"
+        )
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}"

@@ -14,6 +14,7 @@ the files to download) and their size, which the model server then fetches in th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pwd
 import stat
@@ -21,7 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyfunc_server.settings import ModelServerSettings
+from promptlab_stack.topology import LEGACY_LOCAL_MODELS_DIR, LOCAL_MODELS_DIR
+from pyfunc_server.settings import ModelServerSettings, available_memory_bytes
+
+logger = logging.getLogger(__name__)
 
 GB = 1e9
 # Files a causal LM needs besides its weights (config, tokenizer, generation config, ...).
@@ -36,13 +40,15 @@ STARTUP_ARTIFACT = "startup"  # the pyfunc artifact start.py hands to load_conte
 class Startup:
     """What start.py hands the model server: the plans, and where to write the state file."""
 
-    plans: list["ModelPlan"]
+    plans: list[ModelPlan]
     state_path: Path | None
 
 
-def write_startup(path: Path, plans: list["ModelPlan"], state_path: Path | None) -> Path:
-    data = {"state_path": str(state_path) if state_path else None,
-            "plans": [{**p.__dict__, "folder": str(p.folder) if p.folder else None} for p in plans]}
+def write_startup(path: Path, plans: list[ModelPlan], state_path: Path | None) -> Path:
+    data = {
+        "state_path": str(state_path) if state_path else None,
+        "plans": [{**p.__dict__, "folder": str(p.folder) if p.folder else None} for p in plans],
+    }
     path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     return path
 
@@ -51,7 +57,10 @@ def read_startup(path: str | None) -> Startup | None:
     if not path:
         return None
     data = json.loads(Path(path).read_text(encoding="utf-8"))
-    plans = [ModelPlan(**{**p, "folder": Path(p["folder"]) if p["folder"] else None}) for p in data["plans"]]
+    plans = [
+        ModelPlan(**{**p, "folder": Path(p["folder"]) if p["folder"] else None})
+        for p in data["plans"]
+    ]
     return Startup(plans, Path(data["state_path"]) if data["state_path"] else None)
 
 
@@ -78,7 +87,10 @@ def check(settings: ModelServerSettings, token: str | None = None) -> list[Model
     limit = memory_limit_bytes(settings)
     cuda = device_is_cuda(settings.device)
     # Local folders first: their problems are found in milliseconds, before any Hub call.
-    folders = {m.model_id: check_folder(m.model_id) for m in settings.served_models if m.model_id.startswith("/")}
+    local = dict.fromkeys(m.model_id for m in settings.served_models if m.model_id.startswith("/"))
+    folders = {
+        model_id: check_folder(str(local_folder(model_id)), shown=model_id) for model_id in local
+    }
     plans = []
     for m in settings.served_models:
         plan = ModelPlan(m.endpoint, m.model_id)
@@ -99,23 +111,59 @@ def check(settings: ModelServerSettings, token: str | None = None) -> list[Model
         plan.memory_bytes = loaded_size(size, config, cuda)
         if plan.memory_bytes > limit:
             raise ModelProblem(
-                m.model_id, f"its weights need about {plan.memory_bytes / GB:.1f} GB of memory once loaded "
-                f"({'bf16 on the GPU' if cuda else 'float32 on the CPU'}), but only {limit / GB:.1f} GB are "
-                "available to the model server",
-                "give the container more memory (Docker Desktop: Settings > Resources), use a smaller "
-                "model, a GPU, or set MODEL_MEMORY_BUDGET_GB if the limit detected is wrong")
+                m.model_id,
+                f"its weights need about {plan.memory_bytes / GB:.1f} GB of memory once loaded "
+                f"({'bf16 on the GPU' if cuda else 'float32 on the CPU'}), "
+                f"but only {limit / GB:.1f} GB are available to the model server",
+                "give the container more memory (Docker Desktop: Settings > Resources), "
+                "use a smaller model, a GPU, or set MODEL_MEMORY_BUDGET_GB if the limit detected "
+                "is wrong",
+            )
         plans.append(plan)
     return plans
 
 
 # -- local folders --------------------------------------------------------------------------
+def local_folder(
+    model_id: str, models_dir: Path = LOCAL_MODELS_DIR, legacy_dir: Path = LEGACY_LOCAL_MODELS_DIR
+) -> Path:
+    """Where a local model's files are: `model_id` itself, unless it names a folder of
+    `models_dir` (the host's LOCAL_MODELS_DIR, default ./weights) that is not there but is in
+    `legacy_dir` (the host's ./models, the old default): then that one, said once in the log."""
+    path = Path(model_id)
+    try:
+        relative = path.relative_to(models_dir)
+    except ValueError:
+        return path
+    legacy = legacy_dir / relative
+    if relative.parts and not path.exists() and legacy.exists():
+        logger.warning("%s: read from ./models, the old folder; move it to ./weights", legacy)
+        return legacy
+    return path
+
+
+def host_folder(
+    folder: Path, models_dir: Path = LOCAL_MODELS_DIR, legacy_dir: Path = LEGACY_LOCAL_MODELS_DIR
+) -> str:
+    """`folder` (a path in the model container) as the person on the host finds it."""
+    if folder.is_relative_to(models_dir) and folder != models_dir:
+        relative = folder.relative_to(models_dir)
+        return f"$LOCAL_MODELS_DIR/{relative} (default ./weights/{relative})"
+    if folder.is_relative_to(legacy_dir) and folder != legacy_dir:
+        return f"./models/{folder.relative_to(legacy_dir)}"
+    return str(folder)
+
+
 def check_folder(path: str, shown: str | None = None) -> Path:
     folder = Path(path)
     shown = shown or path
     if not folder.is_dir():
-        raise ModelProblem(shown, f"no such folder {path} in the model container",
-                           "put the model under LOCAL_MODELS_DIR on the host (default ./models) and "
-                           "name it /models/<folder>, or use a Hugging Face repo id")
+        raise ModelProblem(
+            shown,
+            f"no such folder {path} in the model container",
+            "put the model under LOCAL_MODELS_DIR on the host (default ./weights) and "
+            f"name it {LOCAL_MODELS_DIR}/<folder>, or use a Hugging Face repo id",
+        )
     me = os.getuid()
     for p in [folder, *sorted(folder.rglob("*"))]:
         if p.name.startswith(".") and p.parent != folder:
@@ -126,18 +174,25 @@ def check_folder(path: str, shown: str | None = None) -> Path:
             owner = _user(st.st_uid)
             kind = "folder" if p.is_dir() else "file"
             raise ModelProblem(
-                shown, f"cannot read the {kind} {p}: it belongs to uid {st.st_uid}{owner} with mode "
+                shown,
+                f"cannot read the {kind} {p}: it belongs to uid {st.st_uid}{owner} with mode "
                 f"{stat.S_IMODE(st.st_mode):04o}, and the model server runs as uid {me}",
                 "on the host, make the model folder readable by everyone: chmod -R a+rX "
-                + (f"$LOCAL_MODELS_DIR/{folder.relative_to('/models')} (default ./models/"
-                   f"{folder.relative_to('/models')})" if path.startswith("/models/") else str(folder)))
+                + host_folder(folder),
+            )
     if not (folder / "config.json").is_file():
-        raise ModelProblem(shown, f"{path} has no config.json, so it is not a saved model folder",
-                           "save the model with save_pretrained() (config, tokenizer and weights), "
-                           "or point MODELS/MODEL_ID at the folder that holds config.json")
+        raise ModelProblem(
+            shown,
+            f"{path} has no config.json, so it is not a saved model folder",
+            "save the model with save_pretrained() (config, tokenizer and weights), "
+            "or point MODELS/MODEL_ID at the folder that holds config.json",
+        )
     if not weight_files(folder):
-        raise ModelProblem(shown, f"{path} has no weights (*.safetensors or pytorch_model*.bin)",
-                           "copy the weight files into the folder")
+        raise ModelProblem(
+            shown,
+            f"{path} has no weights (*.safetensors or pytorch_model*.bin)",
+            "copy the weight files into the folder",
+        )
     return folder
 
 
@@ -149,7 +204,9 @@ def _user(uid: int) -> str:
 
 
 def is_weight(name: str) -> bool:
-    return name.endswith(".safetensors") or (name.startswith("pytorch_model") and name.endswith(".bin"))
+    return name.endswith(".safetensors") or (
+        name.startswith("pytorch_model") and name.endswith(".bin")
+    )
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -169,7 +226,9 @@ def snapshot_folder(repo_id: str) -> Path | None:
 def cached_snapshot(repo_id: str) -> Path | None:
     """The repo's complete snapshot in the HF cache: weights and config.json are there."""
     folder = snapshot_folder(repo_id)
-    return folder if folder and weight_files(folder) and (folder / "config.json").is_file() else None
+    return (
+        folder if folder and weight_files(folder) and (folder / "config.json").is_file() else None
+    )
 
 
 # -- the Hub --------------------------------------------------------------------------------
@@ -180,6 +239,7 @@ def hub_plan(repo_id: str, token: str | None) -> tuple[list[str], dict[str, int]
 
     api = HfApi(token=token or None)
     page = f"{api.endpoint}/{repo_id}"
+    error: Exception  # the last attempt's, when every attempt failed
     for attempt in range(1, HUB_ATTEMPTS + 1):
         try:
             info = api.model_info(repo_id, files_metadata=True)
@@ -187,42 +247,65 @@ def hub_plan(repo_id: str, token: str | None) -> tuple[list[str], dict[str, int]
             break
         except GatedRepoError as e:
             if token:
-                raise ModelProblem(repo_id, f"{repo_id} is gated and the account of HF_TOKEN has no access "
-                                   f"to it ({_first_line(e)})",
-                                   f"accept its conditions at {page} with that account, or use its token") from e
-            raise ModelProblem(repo_id, f"{repo_id} is gated: the Hub wants a logged-in user who accepted "
-                               "its conditions", f"accept them at {page}, then set HF_TOKEN=hf_... in .env "
-                               "(a read token from https://huggingface.co/settings/tokens)") from e
+                raise ModelProblem(
+                    repo_id,
+                    f"{repo_id} is gated and the account of HF_TOKEN has no access "
+                    f"to it ({_first_line(e)})",
+                    f"accept its conditions at {page} with that account, or use its token",
+                ) from e
+            raise ModelProblem(
+                repo_id,
+                f"{repo_id} is gated: the Hub wants a logged-in user who accepted its conditions",
+                f"accept them at {page}, then set HF_TOKEN=hf_... in .env "
+                "(a read token from https://huggingface.co/settings/tokens)",
+            ) from e
         except RepositoryNotFoundError as e:
-            raise ModelProblem(repo_id, f"the Hub has no model {repo_id}" + (
-                " that HF_TOKEN can see" if token else " (or it is private)"),
-                f"check the name at {page}" + ("" if token else "; a private repo needs HF_TOKEN in .env")) from e
+            raise ModelProblem(
+                repo_id,
+                f"the Hub has no model {repo_id}"
+                + (" that HF_TOKEN can see" if token else " (or it is private)"),
+                f"check the name at {page}"
+                + ("" if token else "; a private repo needs HF_TOKEN in .env"),
+            ) from e
         except HfHubHTTPError as e:
             status = getattr(e.response, "status_code", None)
             if status in (401, 403):
-                raise ModelProblem(repo_id, f"the Hub rejected HF_TOKEN ({status}: {_first_line(e)})",
-                                   "set a valid read token in .env (https://huggingface.co/settings/tokens), "
-                                   "or remove HF_TOKEN for public models") from e
+                raise ModelProblem(
+                    repo_id,
+                    f"the Hub rejected HF_TOKEN ({status}: {_first_line(e)})",
+                    "set a valid read token in .env (https://huggingface.co/settings/tokens), "
+                    "or remove HF_TOKEN for public models",
+                ) from e
             if status is not None and status < 500:
-                raise ModelProblem(repo_id, f"the Hub answered {status}: {_first_line(e)}",
-                                   f"check the model name at {page}") from e
+                raise ModelProblem(
+                    repo_id,
+                    f"the Hub answered {status}: {_first_line(e)}",
+                    f"check the model name at {page}",
+                ) from e
             error = e
         except Exception as e:  # connection refused, DNS, timeout, offline mode
             error = e
         if attempt < HUB_ATTEMPTS:
             time.sleep(HUB_RETRY_S)
     else:
-        raise ModelProblem(repo_id, f"{repo_id} is not in the model cache (the hf-cache volume) and the Hub "
-                           f"at {api.endpoint} cannot be reached ({type(error).__name__}: {_first_line(error)})",
-                           "connect this machine to the Internet (or set HF_ENDPOINT to a mirror), or copy "
-                           "the model into ./models and set MODEL_ID=/models/<folder>") from error
+        raise ModelProblem(
+            repo_id,
+            f"{repo_id} is not in the model cache (the hf-cache volume) and the Hub "
+            f"at {api.endpoint} cannot be reached ({type(error).__name__}: {_first_line(error)})",
+            "connect this machine to the Internet (or set HF_ENDPOINT to a mirror), or copy "
+            f"the model into ./weights and set MODEL_ID={LOCAL_MODELS_DIR}/<folder>",
+        ) from error
     sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
     weights = [n for n in sizes if n.endswith(".safetensors") and "/" not in n] or [
-        n for n in sizes if is_weight(n) and "/" not in n]
+        n for n in sizes if is_weight(n) and "/" not in n
+    ]
     if not weights:
-        raise ModelProblem(repo_id, f"{repo_id} has no weights in a format transformers loads here "
-                           "(*.safetensors or pytorch_model*.bin at the top of the repo)",
-                           "pick a repo with transformers weights (not GGUF/ONNX-only)")
+        raise ModelProblem(
+            repo_id,
+            f"{repo_id} has no weights in a format transformers loads here "
+            "(*.safetensors or pytorch_model*.bin at the top of the repo)",
+            "pick a repo with transformers weights (not GGUF/ONNX-only)",
+        )
     from fnmatch import fnmatch
 
     support = [n for n in sizes if "/" not in n and any(fnmatch(n, p) for p in SUPPORT_PATTERNS)]
@@ -240,8 +323,9 @@ def read_config(path: Path, shown: str) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise ModelProblem(shown, f"its config.json cannot be read ({e})",
-                           "re-save or re-download the model") from e
+        raise ModelProblem(
+            shown, f"its config.json cannot be read ({e})", "re-save or re-download the model"
+        ) from e
 
 
 def check_architecture(config: dict, shown: str) -> None:
@@ -252,14 +336,26 @@ def check_architecture(config: dict, shown: str) -> None:
     model_type = config.get("model_type")
     architectures = ", ".join(config.get("architectures") or []) or "none named"
     if model_type not in CONFIG_MAPPING:
-        fix = ("this model needs its own code (auto_map), which the stack does not run: pick a model "
-               "transformers supports natively" if config.get("auto_map") else
-               "use a newer transformers in model/requirements.txt if one supports it, or another model")
-        raise ModelProblem(shown, f"transformers {__version__} does not know the model type "
-                           f"{model_type!r} (architectures: {architectures})", fix)
+        fix = (
+            "this model needs its own code (auto_map), which the stack does not run: pick a model "
+            "transformers supports natively"
+            if config.get("auto_map")
+            else "use a newer transformers in model/requirements.txt if one supports it, "
+            "or another model"
+        )
+        raise ModelProblem(
+            shown,
+            f"transformers {__version__} does not know the model type "
+            f"{model_type!r} (architectures: {architectures})",
+            fix,
+        )
     if model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise ModelProblem(shown, f"model type {model_type!r} ({architectures}) is not a causal language "
-                           "model transformers can generate text with", "pick a text-generation (causal LM) model")
+        raise ModelProblem(
+            shown,
+            f"model type {model_type!r} ({architectures}) is not a causal language "
+            "model transformers can generate text with",
+            "pick a text-generation (causal LM) model",
+        )
 
 
 def loaded_size(file_bytes: int, config: dict, cuda: bool) -> int:
@@ -286,8 +382,6 @@ def device_is_cuda(device: str) -> bool:
 def memory_limit_bytes(settings: ModelServerSettings) -> int:
     """What one model may take: MODEL_MEMORY_BUDGET_GB when set, else all the container's memory
     (the budget's 80% default leaves room for other models, not a limit for one)."""
-    from pyfunc_server.settings import available_memory_bytes
-
     if settings.model_memory_budget_gb > 0:
         return settings.memory_budget_bytes
     if device_is_cuda(settings.device):

@@ -1,12 +1,12 @@
 """Linear layers with their weights prepacked for oneDNN, on CPUs where that is faster.
 
 A float32 `nn.Linear` on a CPU multiplies through MKL's sgemm with the weight transposed; for the
-few rows a decoding step has (one per running request) that path is slow. Measured on a 2-CPU
-AVX-512 machine with the llm-jp-3-3.7b-width model (2 layers), one decoding step: 109 ms for one
-row, 221 ms for two, 256 ms for eight; with the same weights prepacked in oneDNN's blocked layout
-(`torch.utils.mkldnn.MkldnnLinear`, which torch provides for this): 68, 86 and 112 ms, and prefill
-is faster too. Two rows then cost little more than one, so a request that joins a running one is
-answered in about its own time, and eight clients get twice the tokens per second.
+few rows a decoding step has (one per running request) that path is slow, and a second row costs
+almost as much as the first. With the same weights prepacked in oneDNN's blocked layout
+(`torch.utils.mkldnn.MkldnnLinear`, which torch provides for this) a step is faster, most of all
+for several rows, and prefill is faster too (docs/performance.md has the measurements). Two rows
+then cost little more than one, so a request that joins a running one is answered in about its
+own time, and concurrent clients get more tokens per second.
 
 Nothing else changes: same float32 weights, same model code, greedy answers equal to plain
 `model.generate` (the unit tests and the benchmark check it; the products differ only in rounding,
@@ -20,9 +20,9 @@ another module (tied embeddings) stays dense, since prepacking it would keep a s
 
 Memory: dense weights are pages of the weight files that transformers maps; prepacked ones are
 the server's own memory, of the model's size (the embeddings are copied out of the files too, so
-that no mapping is kept alive: 3.7 GB resident for the 2-layer model, against 2.5 GB of mapped
-pages dense, which leaves most of the embedding table on disk). The start reads each weight once
-more while it prepacks.
+that no mapping is kept alive: more resident memory than the dense model's mapped pages, which
+leave most of the embedding table on disk). The start reads each weight once more while it
+prepacks.
 """
 
 from __future__ import annotations
@@ -46,7 +46,10 @@ def prepack_linear_layers(model, setting: str) -> str:
     if setting == "off":
         return "dense linear layers (PREPACK_WEIGHTS=off)"
     if model.device.type != "cpu" or model.dtype != torch.float32:
-        return f"dense linear layers ({model.device.type}, {model.dtype}: only CPU float32 is prepacked)"
+        return (
+            f"dense linear layers ({model.device.type}, {model.dtype}: "
+            "only CPU float32 is prepacked)"
+        )
     try:
         from torch.utils.mkldnn import MkldnnLinear
     except ImportError:  # a torch build or version without it
@@ -62,8 +65,10 @@ def prepack_linear_layers(model, setting: str) -> str:
             dense_s, packed_s = time_layer(_measured_layer(layers), MkldnnLinear)
         except Exception as e:  # noqa: BLE001 - oneDNN cannot run here: the dense layers serve
             return f"dense linear layers (oneDNN failed on this CPU: {type(e).__name__}: {e})"
-        why = (f"{packed_s * 1e3:.2f} ms against {dense_s * 1e3:.2f} ms dense for 1 and 8 rows of its "
-               f"largest measured layer; PREPACK_WEIGHTS=on/off overrides")
+        why = (
+            f"{packed_s * 1e3:.2f} ms against {dense_s * 1e3:.2f} ms dense for 1 and 8 rows of its "
+            f"largest measured layer; PREPACK_WEIGHTS=on/off overrides"
+        )
         if dense_s / packed_s < REQUIRED_SPEEDUP:
             return f"dense linear layers (oneDNN prepacked: {why})"
     # Layer by layer, each dense weight freed as soon as its prepacked copy exists (the peak is
@@ -83,8 +88,8 @@ def _copy_into_memory(model) -> None:
 
     transformers maps safetensors files into memory, and one tensor left on a mapping keeps the
     whole file mapped, with every page the prepacking read still counted in the server's
-    resident memory: the 2-layer real-shape model showed 4.6 GB instead of 2.5. Once nothing
-    points into the files, the mappings go, and the server holds the model's own size."""
+    resident memory, far more than the model's size. Once nothing points into the files, the
+    mappings go, and the server holds the model's own size."""
     seen = set()
     for tensor in [*model.parameters(), *model.buffers()]:
         if id(tensor) in seen or tensor.is_mkldnn:

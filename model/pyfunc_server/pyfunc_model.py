@@ -1,4 +1,5 @@
-"""The MLflow pyfunc model: `load_context` loads the HF model, `predict` answers gateway requests."""
+"""The MLflow pyfunc model: `load_context` loads the HF models, `predict` answers gateway
+requests."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import time
 import uuid
 from typing import Any
 
-import mlflow.pyfunc
 from mlflow.models.signature import ModelSignature
+from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import ParamSchema, ParamSpec
 
-from pyfunc_server.generator import Completion, HFGenerator
+from pyfunc_server.generator import HFGenerator
 from pyfunc_server.model_pool import ModelPool
 from pyfunc_server.preflight import STARTUP_ARTIFACT, read_startup
 from pyfunc_server.requests import CHAT, parse_model_input
+from pyfunc_server.sampling import Completion
 from pyfunc_server.settings import ModelServerSettings
 
 # Declared so that the scoring server passes these through to `predict` (it drops undeclared
@@ -43,7 +45,7 @@ def log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
-class HuggingFaceChatModel(mlflow.pyfunc.PythonModel):
+class HuggingFaceChatModel(PythonModel):
     """Chat and completions on any `AutoModelForCausalLM`s, with real token usage in the answer.
     A unified request's "model" names which of the served models answers (default: the first)."""
 
@@ -52,9 +54,15 @@ class HuggingFaceChatModel(mlflow.pyfunc.PythonModel):
         # Every setting the server was started with, as start.py recorded it in the MLmodel file.
         self.settings = ModelServerSettings.model_validate(context.model_config or {})
         # What start.py's preflight found (where each model's files are), when it ran.
-        startup = read_startup(context.artifacts.get(STARTUP_ARTIFACT)) if context.artifacts else None
-        self.pool = ModelPool(self.settings, HFGenerator, plans=startup.plans if startup else None,
-                              state_path=startup.state_path if startup else None)
+        startup = (
+            read_startup(context.artifacts.get(STARTUP_ARTIFACT)) if context.artifacts else None
+        )
+        self.pool = ModelPool(
+            self.settings,
+            HFGenerator,
+            plans=startup.plans if startup else None,
+            state_path=startup.state_path if startup else None,
+        )
         if startup:
             # The server answers at once; the models arrive in the background (model_pool.py).
             self.pool.start()

@@ -29,6 +29,7 @@ def bad_request(message: str) -> MlflowException:
 # OpenAI allows 4 stop strings; a few more cost nothing, thousands would slow every step.
 MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 256
 
+
 @dataclass(frozen=True)
 class SamplingParams:
     """Per-request generation settings; None means "use the model's generation_config"."""
@@ -63,7 +64,9 @@ class SamplingParams:
             raise bad_request("stop must be a string or a list of strings")
         # Every stop string is checked against every new token of every row: bound the work.
         if len(stop) > MAX_STOP_STRINGS:
-            raise bad_request(f"stop has {len(stop)} strings; at most {MAX_STOP_STRINGS} are allowed")
+            raise bad_request(
+                f"stop has {len(stop)} strings; at most {MAX_STOP_STRINGS} are allowed"
+            )
         if any(len(s) > MAX_STOP_CHARS for s in stop):
             raise bad_request(f"a stop string may be at most {MAX_STOP_CHARS} characters long")
         return cls(temperature, max_tokens, top_p, tuple(s for s in stop if s))
@@ -114,7 +117,9 @@ def validate_messages(messages: Any) -> tuple[dict[str, str], ...]:
             raise bad_request(f"messages[{i}] must be an object with role and content")
         role, content = message.get("role"), message.get("content")
         if role not in VALID_ROLES:
-            raise bad_request(f"messages[{i}].role must be one of {sorted(VALID_ROLES)}, got {role!r}")
+            raise bad_request(
+                f"messages[{i}].role must be one of {sorted(VALID_ROLES)}, got {role!r}"
+            )
         if not isinstance(content, str):
             raise bad_request(f"messages[{i}].content must be a string")
         checked.append({"role": role, "content": content})
@@ -129,12 +134,16 @@ def parse_model_input(model_input: Any, params: dict[str, Any] | None) -> Parsed
             raise bad_request("model must be the name of one of the server's models")
         if "messages" in model_input:
             messages = validate_messages(model_input["messages"])
-            return ParsedInput([GenerationRequest(CHAT, messages=messages, sampling=sampling)], True, model)
+            return ParsedInput(
+                [GenerationRequest(CHAT, messages=messages, sampling=sampling)], True, model
+            )
         if "prompt" in model_input:
             prompts = model_input["prompt"]
             prompts = [prompts] if isinstance(prompts, str) else _strings(prompts, "prompt")
             return ParsedInput(
-                [GenerationRequest(COMPLETIONS, prompt=p, sampling=sampling) for p in prompts], True, model
+                [GenerationRequest(COMPLETIONS, prompt=p, sampling=sampling) for p in prompts],
+                True,
+                model,
             )
         raise bad_request("expected 'messages' (chat) or 'prompt' (completions) in the request")
     # The built-in provider's {"inputs": [...]}: each string is one user message.

@@ -13,18 +13,18 @@ from __future__ import annotations
 import os
 
 from promptlab_stack.body_limit import BodyLimit, mlflow_error_body
+from pyfunc_server.mlflow_compat import scoring_server_app
+from pyfunc_server.settings import ModelServerSettings
 
 MODEL_PATH_ENV = "PYFUNC_MODEL_PATH"  # the saved model's folder (start.py sets it)
 
 
 def create_app():
     import mlflow.pyfunc
-    from mlflow.pyfunc import scoring_server
-
-    from pyfunc_server.settings import ModelServerSettings
 
     model = mlflow.pyfunc.load_model(os.environ[MODEL_PATH_ENV])
     # The settings the server was started with, as recorded in the MLmodel file (settings.py).
     settings = ModelServerSettings.model_validate(model.model_config or {})
-    return BodyLimit(scoring_server.init(model), settings.max_request_bytes, "the model server",
-                     mlflow_error_body)
+    return BodyLimit(
+        scoring_server_app(model), settings.max_request_bytes, "the model server", mlflow_error_body
+    )

@@ -8,7 +8,6 @@ server was started with.
 from __future__ import annotations
 
 import os
-
 from pathlib import Path
 from typing import Literal
 
@@ -20,7 +19,9 @@ from promptlab_stack.timings import model_server_timeout
 
 class ModelServerSettings(ModelChoice, GenerationTimeout, RequestLimit):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    default_max_new_tokens: int = Field(256, ge=1, description="a whole number of tokens, at least 1")
+    default_max_new_tokens: int = Field(
+        256, ge=1, description="a whole number of tokens, at least 1"
+    )
     # Concurrent prompts share one batched generate (batcher.py says how a batch is gathered).
     batch_window_ms: float = Field(30.0, ge=0, description="milliseconds, 0 or more")
     max_batch_size: int = Field(16, ge=1, description="a whole number, at least 1 (1: no batching)")
@@ -31,13 +32,19 @@ class ModelServerSettings(ModelChoice, GenerationTimeout, RequestLimit):
     # (Retry-After), instead of waiting minutes for a timeout.
     max_queued_requests: int = Field(64, ge=1, description="a whole number, at least 1")
     # 0: chosen from the model's size and the usable CPUs at start, and logged (threads.py).
-    torch_threads: int = Field(0, ge=0, description="a whole number of CPU threads, 0 to choose from the model and the CPUs")
+    torch_threads: int = Field(
+        0,
+        ge=0,
+        description="a whole number of CPU threads, 0 to choose from the model and the CPUs",
+    )
     # auto: linear layers prepacked for oneDNN when a measurement at start shows it is faster
     # (CPU float32 only; prepacked_weights.py).
     prepack_weights: Literal["auto", "on", "off"] = Field("auto", description="auto, on or off")
     # Models beyond it are loaded on demand and the least recently used one is unloaded
     # (model_pool.py); 0: 80% of the memory the container may use.
-    model_memory_budget_gb: float = Field(0.0, ge=0, description="gigabytes, 0 for 80% of the memory available")
+    model_memory_budget_gb: float = Field(
+        0.0, ge=0, description="gigabytes, 0 for 80% of the memory available"
+    )
 
     @field_validator("device")
     @classmethod

@@ -3,8 +3,8 @@
 torch's default is one thread per core. Each matrix product is then split across all cores and
 the threads meet at a barrier after it; for a small model a product takes microseconds, the
 meeting costs as much, and threads that spin or wait take the CPU from the server's own HTTP
-threads and from the gateway and tracking server beside it. On a 2-CPU machine the tiny test
-model served 8 concurrent clients at half the speed with torch's default as with one thread.
+threads and from the gateway and tracking server beside it. On a small machine the tiny test
+model served concurrent clients far slower with torch's default than with one thread.
 A model of a real size (a 3.7B model's layers: products of 3072 x 8192 weights) is the opposite:
 its per-token work is large enough to split, and every core helps.
 
@@ -54,11 +54,15 @@ def _cgroup_cpu_quota() -> float | None:
         return None
 
 
-def choose_torch_threads(requested: int, parameters: int, cpus: int | None = None) -> tuple[int, str]:
+def choose_torch_threads(
+    requested: int, parameters: int, cpus: int | None = None
+) -> tuple[int, str]:
     """The thread count for a model of `parameters` parameters, and why (for the log)."""
     if requested > 0:
         return requested, "TORCH_THREADS"
     cpus = usable_cpus() if cpus is None else cpus
     threads = max(1, min(cpus, parameters // PARAMETERS_PER_THREAD))
-    return threads, (f"chosen for {parameters / 1e6:,.1f} M parameters on {cpus} usable CPUs "
-                     f"(one per {PARAMETERS_PER_THREAD / 1e6:.0f} M; TORCH_THREADS overrides)")
+    return threads, (
+        f"chosen for {parameters / 1e6:,.1f} M parameters on {cpus} usable CPUs "
+        f"(one per {PARAMETERS_PER_THREAD / 1e6:.0f} M; TORCH_THREADS overrides)"
+    )

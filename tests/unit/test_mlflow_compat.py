@@ -70,7 +70,7 @@ def test_tracking_image_resolves_run_artifact_roots(tmp_path):
     repo, root = proxied_artifact_repo(tmp_path.as_uri())
     assert root is None and hasattr(repo, "log_artifact"), UPGRADE.format(
         name="the artifact helpers of mlflow.server.handlers", module="mlflow_compat.proxied_artifact_repo")
-    # The proxied form is exercised against a real server in test_promptlab_utf8.py.
+    # The proxied form is exercised against a real server in tracking/test_promptlab_artifacts.py.
 
 
 def test_mlflows_fastapi_app_mounts_flask_last_and_keeps_a_lifespan():
@@ -114,20 +114,3 @@ def test_tracking_image_opens_mlflows_upstream_guards_to_the_stacks_gateway_only
             validation._validate_gateway_secret_auth_config({"api_base": other})
     with pytest.raises(ssrf.GatewaySSRFProtectionError):
         ssrf._assert_public_ip("172.18.0.3", "evil")
-
-
-def test_tracking_image_reads_the_schema_revision_as_mlflow_server_checks_it(tmp_path):
-    from tracking.mlflow_compat import schema_revisions
-
-    msg = UPGRADE.format(name="mlflow.store.db.utils._get_schema_version/_get_latest_schema_revision",
-                         module="services/tracking/tracking/mlflow_compat.py")
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    try:
-        assert schema_revisions(uri)[0] is None, msg  # an empty database
-        from mlflow import MlflowClient
-
-        MlflowClient(tracking_uri=uri).search_experiments()  # MLflow creates its tables
-        current, head = schema_revisions(uri)
-    except ImportError as e:
-        pytest.fail(f"{msg}: {e}")
-    assert current == head and len(head) == 12, msg

@@ -12,9 +12,10 @@ from promptlab_stack.timings import tls_proxy_timeout
 
 from tls.certificates import CertificatePair
 from tls.settings import TlsSettings
+from promptlab_stack.topology import TLS, TRACKING
 
-LISTEN_PORT = 8443
-UPSTREAM = "tracking:5000"
+LISTEN_PORT = TLS.port
+UPSTREAM = f"{TRACKING.name}:{TRACKING.port}"
 DOCKER_DNS = "127.0.0.11"
 RUN_DIR = "/tmp/nginx"
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from promptlab_stack.settings import SettingsError
+from promptlab_stack.stop import stop_service
 
 from tls.certificates import ensure_local_ca, issue_server_certificate, user_certificate
 from tls.nginx_config import RUN_DIR, render
@@ -24,8 +25,7 @@ def main() -> int:
         settings = TlsSettings.from_env()
         certificate = user_certificate(CERT_DIR)
     except (SettingsError, ValueError) as e:
-        print(f"tls proxy settings error: {e}", file=sys.stderr)
-        return 2
+        return stop_service("tls proxy", f"settings error: {e}")
     if certificate is None:
         ca = ensure_local_ca(CA_DIR)
         certificate = issue_server_certificate(ca, settings.hostnames, Path(RUN_DIR) / "certs")

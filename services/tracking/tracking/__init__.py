@@ -7,5 +7,9 @@
   instead of ``\\uXXXX`` escapes (upstream issue mlflow#14785).
 - gateway_proxy.py: the UI's gateway proxy keeps the gateway's 4xx/503 and message instead of a
   bare 500, on the event loop.
-- mlflow_compat.py: every private MLflow name this image uses.
+- mlflow_compat.py: every private MLflow name this plugin uses.
+
+Beside it in the same image, each its own package: the operations commands (tracking_ops: backup,
+restore, schema upgrade), the evaluation command (promptlab_eval) and the endpoint-sync service
+(endpoint_sync).
 """

@@ -4,7 +4,7 @@
 - The UI's gateway proxy keeps the gateway's status and message, on the event loop
   (gateway_proxy.py).
 - The built-in AI Gateway may call the stack's own gateway, and no other private upstream
-  (ai_gateway_endpoints.py registers the endpoints).
+  (the endpoint-sync service registers the endpoints, services/endpoint-sync).
 - With an admin password set, MLflow's own basic auth guards every route, ours included.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 
 from tracking.gateway_proxy import install_gateway_proxy
-from tracking.ai_gateway_endpoints import gateway_api_base
 from tracking.mlflow_compat import (
     fastapi_basic_auth,
     served_by_uvicorn,
@@ -40,7 +39,7 @@ def create_app(app=None):
     settings = TrackingSettings.from_env()
     wrap_promptlab_views(app)
     if settings.mlflow_deployments_target:
-        trust_stack_gateway(gateway_api_base(settings))
+        trust_stack_gateway(settings.stack_gateway_api_base)
     authenticate = None
     if settings.basic_auth:
         # `--app-name` takes one app, so basic auth is chained here: MLflow's own auth factory
@@ -56,10 +55,17 @@ def create_app(app=None):
     else:
         served = app
     if served_by_uvicorn():
-        install_gateway_proxy(served, app, target=settings.mlflow_deployments_target,
-                              timeout_s=settings.ui_proxy_timeout_s, authenticate=authenticate,
-                              max_body_bytes=settings.max_request_bytes)
+        install_gateway_proxy(
+            served,
+            app,
+            target=settings.mlflow_deployments_target,
+            timeout_s=settings.ui_proxy_timeout_s,
+            authenticate=authenticate,
+            max_body_bytes=settings.max_request_bytes,
+        )
     else:
-        _logger.info("promptlab: not under uvicorn; the UI's gateway proxy stays MLflow's own, "
-                        "which answers every gateway error with a 500")
+        _logger.info(
+            "promptlab: not under uvicorn; the UI's gateway proxy stays MLflow's own, "
+            "which answers every gateway error with a 500"
+        )
     return served

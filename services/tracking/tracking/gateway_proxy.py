@@ -1,6 +1,6 @@
 """The Prompt Engineering UI's gateway proxy, keeping the gateway's status and message.
 
-MLflow 3.17.2's `/ajax-api/2.0/mlflow/gateway-proxy` turns every non-200 answer of the gateway
+MLflow's `/ajax-api/2.0/mlflow/gateway-proxy` turns every non-200 answer of the gateway
 (a 400 for temperature 5, a 404 for an unknown endpoint, a 503 while the model loads) into an
 HTTP 500 "INTERNAL_ERROR", and a gateway that is down into a bare 500. The UI shows the message
 of `{"error_code", "message"}` bodies, so this proxy answers with the gateway's own status and a
@@ -8,9 +8,9 @@ readable message instead, and names the gateway when it cannot be reached.
 
 It is a native async route of MLflow's FastAPI app (uvicorn, which the stack always runs),
 answered on the event loop ahead of the Flask mount, with one pool of keep-alive connections per
-worker process. MLflow's Flask view, through the WSGI bridge, took a worker thread and a new
-connection per prompt: measured on the tiny model (bench/), that added 15-17 ms per call and
-capped the UI at 2.9x with eight prompts in flight.
+worker process (promptlab_stack/http_pool.py). MLflow's Flask view, through the WSGI bridge,
+took a worker thread and a new connection per prompt: measured with bench/, that added latency
+to every call and capped how much the UI gained from prompts in flight.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import asyncio
 import json
 
 from promptlab_stack.body_limit import drop_some
+from promptlab_stack.error_body import readable_message
+from promptlab_stack.http_pool import SessionPool
 from promptlab_stack.timings import UI_PROXY_POOL_KEEPALIVE_S
 
 from tracking.mlflow_compat import add_route_before_flask, on_shutdown, validate_gateway_path
@@ -90,64 +92,28 @@ def error_body(status: int, message: str) -> bytes:
 
 
 def gateway_error_message(body: bytes, status: int) -> str:
-    """The human part of a gateway error body: FastAPI's `detail`, a list of pydantic errors, or
-    an engine's own error object nested inside (`{"detail": {"error": {"message": ...}}}`)."""
+    """The human part of a gateway error body (promptlab_stack/error_body.py): FastAPI's `detail`,
+    a list of pydantic errors, or an engine's own error object nested inside."""
     try:
         data = json.loads(body)
     except ValueError:  # an HTML error page or a stack trace: not for the browser
         return f"The MLflow AI Gateway answered HTTP {status}"
-    return _message_of(data) or f"HTTP {status}"
-
-
-def _message_of(detail) -> str:
-    if isinstance(detail, dict):
-        for key in ("message", "detail", "error"):
-            if key in detail:
-                return _message_of(detail[key])
-        return json.dumps(detail, ensure_ascii=False)
-    if isinstance(detail, list):  # request validation errors: [{"loc": [...], "msg": ...}]
-        parts = []
-        for err in detail:
-            if isinstance(err, dict) and "msg" in err:
-                loc = ".".join(str(p) for p in err.get("loc", []) if p != "body")
-                parts.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
-            else:
-                parts.append(_message_of(err))
-        return "; ".join(parts)
-    return "" if detail is None else str(detail)
+    return readable_message(data) or f"HTTP {status}"
 
 
 class GatewayClient:
-    """One aiohttp session per event loop (a uvicorn worker has one), created on first use."""
+    """The gateway's connection pool, one per event loop (a uvicorn worker has one)."""
 
     def __init__(self, timeout_s: float):
         self.timeout_s = timeout_s
-        self._session = None
-        self._loop = None
-
-    def session(self):
-        import aiohttp
-
-        loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            self._loop = loop
-            self._session = aiohttp.ClientSession(
-                # Shorter than the gateway keeps idle connections (promptlab_stack/timings.py).
-                connector=aiohttp.TCPConnector(limit=POOL_MAX_CONNECTIONS,
-                                               keepalive_timeout=UI_PROXY_POOL_KEEPALIVE_S),
-            )
-        return self._session
+        # Shorter than the gateway keeps idle connections (promptlab_stack/timings.py).
+        self.pool = SessionPool(keepalive_s=UI_PROXY_POOL_KEEPALIVE_S, limit=POOL_MAX_CONNECTIONS)
 
     async def request(self, method: str, url: str, json_data) -> tuple[int, bytes]:
-        import aiohttp
-
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        async with self.session().request(method, url, json=json_data, timeout=timeout) as resp:
-            return resp.status, await resp.read()
+        return await self.pool.request(method, url, json=json_data, timeout_s=self.timeout_s)
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        await self.pool.close()
 
 
 DEFAULT_MAX_BODY_BYTES = 8_000_000

@@ -1,5 +1,6 @@
 """Every private MLflow name, and every assumption about how MLflow builds its server app, that
-the tracking image relies on, in one place.
+the tracking server's plugin relies on, in one place (the operations commands keep theirs in
+tracking_ops/mlflow_compat.py).
 
 tests/unit/test_mlflow_compat.py exercises each of them and fails with a message naming it when
 an MLflow upgrade moves or changes one; nothing else in this package imports a private MLflow name.
@@ -123,12 +124,17 @@ def trust_stack_gateway(api_base: str) -> None:
         try:
             u = urlparse(str(url).strip())
             return (u.scheme, u.hostname, u.port, u.path.rstrip("/")) == (
-                trusted.scheme, trusted.hostname, trusted.port, trusted.path.rstrip("/"))
+                trusted.scheme,
+                trusted.hostname,
+                trusted.port,
+                trusted.path.rstrip("/"),
+            )
         except ValueError:
             return False
 
-    check_api_base = getattr(validation._validate_gateway_api_base, "__wrapped__",
-                             validation._validate_gateway_api_base)
+    check_api_base = getattr(
+        validation._validate_gateway_api_base, "__wrapped__", validation._validate_gateway_api_base
+    )
     check_ip = getattr(ssrf._assert_public_ip, "__wrapped__", ssrf._assert_public_ip)
 
     def validate_gateway_api_base(url: str) -> None:
@@ -139,28 +145,7 @@ def trust_stack_gateway(api_base: str) -> None:
         if host != trusted_host:
             check_ip(ip_str, host)
 
-    validate_gateway_api_base.__wrapped__ = check_api_base
-    assert_public_ip.__wrapped__ = check_ip
+    validate_gateway_api_base.__wrapped__ = check_api_base  # type: ignore[attr-defined]
+    assert_public_ip.__wrapped__ = check_ip  # type: ignore[attr-defined]
     validation._validate_gateway_api_base = validate_gateway_api_base
     ssrf._assert_public_ip = assert_public_ip
-
-
-def schema_revisions(store_uri: str) -> tuple[str | None, str]:
-    """The tracking database's schema revision (None for an empty database) and the one this
-    MLflow expects.
-
-    Why private: MLflow checks the schema only inside `mlflow server` (which then refuses to start
-    with "Detected out-of-date database schema") and offers no public way to ask; the db-upgrade
-    service must know before it decides to migrate (db_upgrade.py).
-    """
-    from mlflow.store.db.utils import (
-        _get_latest_schema_revision,
-        _get_schema_version,
-        create_sqlalchemy_engine_with_retry,
-    )
-
-    engine = create_sqlalchemy_engine_with_retry(store_uri)
-    try:
-        return _get_schema_version(engine), _get_latest_schema_revision()
-    finally:
-        engine.dispose()

@@ -86,8 +86,8 @@ def _rewrite_from_response(response) -> None:
 
 
 def _join(*parts: str | None) -> str | None:
-    parts = [p for p in parts if p]
-    return posixpath.join(*parts) if parts else None
+    present = [p for p in parts if p]
+    return posixpath.join(*present) if present else None
 
 
 def rewrite_run_artifacts(artifact_uri: str) -> list[str]:
@@ -113,13 +113,15 @@ def rewrite_run_artifacts(artifact_uri: str) -> list[str]:
             for name in names:
                 if name not in present:
                     continue
-                rel_path = _join(rel_dir, name)
+                rel_path = posixpath.join(rel_dir, name)
                 try:
                     if _rewrite_one(repo, repo_dir, name, ARTIFACT_REENCODERS[rel_path], tmp):
                         rewritten.append(rel_path)
                 except Exception:
                     _logger.warning(
-                        "promptlab: could not rewrite %s under %s", rel_path, artifact_uri,
+                        "promptlab: could not rewrite %s under %s",
+                        rel_path,
+                        artifact_uri,
                         exc_info=True,
                     )
     return rewritten

@@ -1,4 +1,5 @@
-"""The tracking server's settings, read once at start (start.py) and by each worker's app."""
+"""The tracking server's settings, read once at start (start.py) and by each worker's app; the
+operations commands (tracking_ops) read the stores from them too."""
 
 from __future__ import annotations
 
@@ -17,22 +18,30 @@ STORE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 def check_store_uri(uri: str) -> None:
     scheme = urlparse(uri).scheme
     if scheme not in STORE_SCHEMES:
-        raise ValueError(f"{uri.split('://')[0]!r} is not a database this image has a driver for "
-                         f"(use one of {', '.join(STORE_SCHEMES)})")
+        raise ValueError(
+            f"{uri.split('://')[0]!r} is not a database this image has a driver for "
+            f"(use one of {', '.join(STORE_SCHEMES)})"
+        )
     if scheme.startswith("postgresql") and urlparse(uri).password:
-        raise ValueError("put the password in POSTGRES_PASSWORD, not in the URI (the URI is logged)")
+        raise ValueError(
+            "put the password in POSTGRES_PASSWORD, not in the URI (the URI is logged)"
+        )
 
 
 def check_artifacts_destination(value: str) -> None:
     scheme = urlparse(value).scheme
     if scheme not in ("", "file", "s3"):
-        raise ValueError(f"{scheme!r} artifacts are not supported here (use a path or s3://bucket/path)")
+        raise ValueError(
+            f"{scheme!r} artifacts are not supported here (use a path or s3://bucket/path)"
+        )
     if scheme == "s3" and not urlparse(value).netloc:
         raise ValueError("an s3:// destination needs a bucket: s3://bucket/path")
 
 
 class TrackingSettings(GenerationTimeout, RequestLimit):
-    mlflow_workers: int = Field(2, ge=1, description="a whole number of worker processes, at least 1")
+    mlflow_workers: int = Field(
+        2, ge=1, description="a whole number of worker processes, at least 1"
+    )
     # MLflow's background job runner (scheduled trace scoring, prompt optimization): the Prompt
     # Engineering UI does not use it, and its idle queue consumers take ~60% of a CPU core.
     mlflow_server_enable_job_execution: bool = Field(False, description="true or false")
@@ -51,13 +60,22 @@ class TrackingSettings(GenerationTimeout, RequestLimit):
     # Where runs, parameters and metrics live: empty for SQLite on the mlflow-db volume; a team's
     # PostgreSQL as postgresql://user@host:5432/db (the password comes from POSTGRES_PASSWORD).
     backend_store_uri: Annotated[str, checked_by(check_store_uri)] = Field(
-        "", description="a sqlite:// or postgresql:// URI without a password, or empty")
+        "", description="a sqlite:// or postgresql:// URI without a password, or empty"
+    )
     # Where the artifacts the server proxies live: empty for the mlflow-artifacts volume, or an
     # S3-compatible bucket (s3://bucket/path, with MLFLOW_S3_ENDPOINT_URL and AWS_* credentials).
     artifacts_destination: Annotated[str, checked_by(check_artifacts_destination)] = Field(
-        "", description="a folder path or s3://bucket/path, or empty")
+        "", description="a folder path or s3://bucket/path, or empty"
+    )
     # Where the UI's gateway proxy sends prompts (docker-compose.yml wires it to the gateway).
     mlflow_deployments_target: str = Field("", description="the gateway's http(s) URL")
+
+    @property
+    def stack_gateway_api_base(self) -> str:
+        """The one private upstream the built-in AI Gateway may call: our gateway's OpenAI API,
+        where the endpoint-sync service points the stack's endpoints (endpoint_sync.settings's
+        gateway_api_base; tests/unit/endpoint_sync holds the two equal)."""
+        return self.mlflow_deployments_target.rstrip("/") + "/v1"
 
     def store_uri(self, db_dir) -> str:
         return self.backend_store_uri or f"sqlite:///{db_dir}/mlflow.db"

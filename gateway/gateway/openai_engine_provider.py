@@ -1,0 +1,100 @@
+"""`openai-compatible`: an MLflow gateway provider for any server with OpenAI's API under /v1
+(vLLM, SGLang, TGI, llama.cpp's server, Ollama, LM Studio, an engine fleet's router).
+
+Named apart from MLflow's own `OpenAICompatibleProvider` (the base of its DeepSeek, xAI, ...
+providers), which it is not.
+
+Why not MLflow's `openai` provider: it needs the served model's name when the gateway starts,
+sends completions through /chat/completions, and answers a server that is down with a bare 500
+or 502. This one asks the server's /v1/models for the model when none is configured (the first
+time it is needed, so a server that starts after the gateway is fine), calls /v1/completions for
+completions endpoints, and answers a server that is down with a 503 naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import pydantic
+from mlflow.gateway.config import ConfigModel, EndpointConfig
+from mlflow.gateway.exceptions import AIGatewayException
+from mlflow.gateway.providers.base import BaseProvider
+from mlflow.gateway.schemas import chat, completions
+
+from gateway.engine_http import call
+from gateway.unified_request import chat_body, completions_body
+from promptlab_stack.text import drop_incomplete_utf8_tail
+
+logger = logging.getLogger(__name__)
+
+
+class OpenAIEngineConfig(ConfigModel):
+    base_url: str  # ends in /v1
+    # The environment variable holding the API key, if the server wants one (never the key itself).
+    api_key_env: str = ""
+
+
+class OpenAIEngineProvider(BaseProvider):
+    DISPLAY_NAME = "OpenAI-compatible server"
+    CONFIG_TYPE = OpenAIEngineConfig
+    SUPPORTED_ROUTE_TYPES = ("llm/v1/chat", "llm/v1/completions")
+
+    def __init__(self, config: EndpointConfig, enable_tracing: bool = False) -> None:
+        super().__init__(config, enable_tracing=enable_tracing)
+        if not isinstance(config.model.config, OpenAIEngineConfig):
+            raise TypeError(f"Invalid config type {config.model.config}")
+        self.base_url = config.model.config.base_url.rstrip("/")
+        # Named by the endpoint that reaches it, never by its URL: messages reach the browser.
+        self.server = f"The OpenAI-compatible server of endpoint {config.name!r}"
+        key_env = config.model.config.api_key_env
+        key = os.environ.get(key_env, "") if key_env else ""
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._model = config.model.name or None
+
+    async def served_model(self) -> str:
+        """The configured model, else the first one the server lists at /v1/models."""
+        if self._model is None:
+            listing = await call(
+                "GET", f"{self.base_url}/models", self.server, headers=self.headers
+            )
+            models = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
+            if not models or not models[0]:
+                raise AIGatewayException(
+                    502,
+                    f"{self.server} lists no model at /v1/models; name one as endpoint=url#model",
+                )
+            self._model = models[0]
+        return self._model
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        body = {**body, "model": await self.served_model()}
+        return await call("POST", f"{self.base_url}{path}", self.server, body, self.headers)
+
+    def _answer(self, schema, resp: dict[str, Any]):
+        # An answer never ends in a broken character, whatever the engine (promptlab_stack/text.py).
+        for choice in resp.get("choices") or []:
+            if isinstance(choice, dict):
+                message = choice.get("message")
+                if isinstance(message, dict) and isinstance(message.get("content"), str):
+                    message["content"] = drop_incomplete_utf8_tail(message["content"])
+                if isinstance(choice.get("text"), str):
+                    choice["text"] = drop_incomplete_utf8_tail(choice["text"])
+        try:
+            return schema(**resp)
+        except (pydantic.ValidationError, TypeError) as e:
+            logger.warning("unexpected answer from %s: %s", self.base_url, e)
+            raise AIGatewayException(502, f"{self.server} answered in an unexpected shape") from e
+
+    async def _chat(self, payload: chat.RequestPayload) -> chat.ResponsePayload:
+        return self._answer(
+            chat.ResponsePayload, await self._post("/chat/completions", chat_body(payload))
+        )
+
+    async def _completions(
+        self, payload: completions.RequestPayload
+    ) -> completions.ResponsePayload:
+        return self._answer(
+            completions.ResponsePayload, await self._post("/completions", completions_body(payload))
+        )
