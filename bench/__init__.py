@@ -1,1 +1,2 @@
-"""The benchmark (bench/README.md): run it as `python -m bench.run_benchmark` from the repository root."""
+"""The benchmark (bench/README.md): run it as `python -m bench.run_benchmark` from the repository
+root."""

@@ -1,4 +1,5 @@
-"""Closed-loop HTTP clients: what each target is sent, and how requests/s and latency are measured."""
+"""Closed-loop HTTP clients: what each target is sent, and how requests/s and latency are
+measured."""
 
 from __future__ import annotations
 
@@ -24,8 +25,11 @@ class Target:
 
 
 def chat_body(prompt: str, max_tokens: int) -> dict:
-    return {"messages": [{"role": "user", "content": prompt}], "temperature": 0.0,
-            "max_tokens": max_tokens}
+    return {
+        "messages": [{"role": "user", "content": prompt}],
+        "temperature": 0.0,
+        "max_tokens": max_tokens,
+    }
 
 
 def openai_answer(body: dict) -> tuple[str, int]:
@@ -40,7 +44,10 @@ def http_targets(servers: dict[str, Server], args, model_dir: Path) -> list[Targ
         return chat_body(p, n)
 
     def via_proxy(endpoint):  # what the Prompt Engineering UI sends
-        return lambda p: {"gateway_path": f"gateway/{endpoint}/invocations", "json_data": chat_body(p, n)}
+        return lambda p: {
+            "gateway_path": f"gateway/{endpoint}/invocations",
+            "json_data": chat_body(p, n),
+        }
 
     def peer(p):
         return {"model": str(model_dir), **chat_body(p, n)}
@@ -53,12 +60,21 @@ def http_targets(servers: dict[str, Server], args, model_dir: Path) -> list[Targ
         ("proxy-transformers-cb", "tracking", proxy_path, via_proxy(PEER_ENDPOINT)),
         ("pyfunc-unbatched", "unbatched", "/invocations", chat),
     ]
-    targets = [Target(name, servers[server].url, path, body, openai_answer)
-               for name, server, path, body in candidates
-               if name in args.targets and server in servers]
+    targets = [
+        Target(name, servers[server].url, path, body, openai_answer)
+        for name, server, path, body in candidates
+        if name in args.targets and server in servers
+    ]
     if args.stack_url:
-        targets.append(Target("stack", args.stack_url.rstrip("/"), proxy_path,
-                              via_proxy(args.stack_endpoint), openai_answer))
+        targets.append(
+            Target(
+                "stack",
+                args.stack_url.rstrip("/"),
+                proxy_path,
+                via_proxy(args.stack_endpoint),
+                openai_answer,
+            )
+        )
     return targets
 
 
@@ -93,8 +109,13 @@ class Client:
         return json.loads(raw)
 
 
-def measure_http(target: Target, concurrency: int, requests: int, reference: dict[str, str],
-                 server: Server | None = None) -> dict:
+def measure_http(
+    target: Target,
+    concurrency: int,
+    requests: int,
+    reference: dict[str, str],
+    server: Server | None = None,
+) -> dict:
     """`requests` requests from `concurrency` closed-loop clients; `server`: the one holding the
     model, whose peak memory during the point is recorded."""
     if server is not None:
@@ -105,7 +126,9 @@ def measure_http(target: Target, concurrency: int, requests: int, reference: dic
     return point
 
 
-def _measure_http(target: Target, concurrency: int, requests: int, reference: dict[str, str]) -> dict:
+def _measure_http(
+    target: Target, concurrency: int, requests: int, reference: dict[str, str]
+) -> dict:
     latencies: list[float] = [0.0] * requests
     answers: list[tuple[str, str, int]] = [("", "", 0)] * requests
     errors: list[str] = []
@@ -147,7 +170,7 @@ def _measure_http(target: Target, concurrency: int, requests: int, reference: di
         "wall_s": wall,
         "rps": len(done) / wall,
         "tok_s": sum(a[2] for a in done) / wall,
-        "latencies_ms": [x * 1000 for x, a in zip(latencies, answers) if a[0]],
+        "latencies_ms": [x * 1000 for x, a in zip(latencies, answers, strict=True) if a[0]],
         "completion_tokens": statistics.mean(a[2] for a in done) if done else 0,
         "exact": sum(reference.get(p) == text for p, text, _ in done) / max(1, len(done)),
     }
@@ -169,24 +192,33 @@ def measure_overhead(targets: list[Target], max_tokens: int, samples: int) -> di
         prompt = PROMPTS[i % len(PROMPTS)]
         for t in order:
             body = t.body(prompt)
-            body = body | {"json_data": body["json_data"] | {"max_tokens": max_tokens}} if "json_data" in body \
+            body = (
+                body | {"json_data": body["json_data"] | {"max_tokens": max_tokens}}
+                if "json_data" in body
                 else body | {"max_tokens": max_tokens}
+            )
             start = time.perf_counter()
             clients[t.name].post(t.path, body)
             latencies[t.name].append((time.perf_counter() - start) * 1000)
     medians = {name: statistics.median(v) for name, v in latencies.items()}
     direct = latencies.get("direct")
-    paired = {name: statistics.median(x - d for x, d in zip(v, direct))
-              for name, v in latencies.items() if direct and name in ("gateway", "proxy")}
+    paired = {
+        name: statistics.median(x - d for x, d in zip(v, direct, strict=True))
+        for name, v in latencies.items()
+        if direct and name in ("gateway", "proxy")
+    }
     return {"median_ms": medians, "over_direct_ms": paired}
 
 
-def measure_short_during_long(target: Target, short_tokens: int, long_tokens: int, repeats: int = 5) -> dict:
+def measure_short_during_long(
+    target: Target, short_tokens: int, long_tokens: int, repeats: int = 5
+) -> dict:
     """How long a short request takes alone, and sent while a long one generates (a quarter into
     it): with continuous batching it joins the long one at the next step and takes about its own
     generation time, instead of waiting for the long answer to end. Medians over `repeats`; each
     repeat measures the short request alone right before it is sent during a long one, so that
     a machine that slows down or speeds up meanwhile moves both figures alike."""
+
     def with_tokens(prompt: str, tokens: int) -> dict:
         body = target.body(prompt)
         if "json_data" in body:
@@ -207,13 +239,20 @@ def measure_short_during_long(target: Target, short_tokens: int, long_tokens: in
         timed(a, PROMPTS[0], short_tokens)
         alone.append(timed(a, PROMPTS[0], short_tokens))
         ended = threading.Event()
-        runner = threading.Thread(target=lambda: (timed(b, PROMPTS[3], long_tokens), ended.set()))
+        runner = threading.Thread(
+            target=lambda ended=ended: (timed(b, PROMPTS[3], long_tokens), ended.set())
+        )
         runner.start()
         time.sleep(long_alone / 4)
         during.append(timed(a, PROMPTS[0], short_tokens))
         long_ended_first += ended.is_set()
         runner.join()
-    return {"short_alone_ms": statistics.median(alone) * 1000,
-            "short_during_long_ms": statistics.median(during) * 1000,
-            "long_alone_ms": long_alone * 1000, "long_ended_first": long_ended_first,
-            "short_tokens": short_tokens, "long_tokens": long_tokens, "repeats": repeats}
+    return {
+        "short_alone_ms": statistics.median(alone) * 1000,
+        "short_during_long_ms": statistics.median(during) * 1000,
+        "long_alone_ms": long_alone * 1000,
+        "long_ended_first": long_ended_first,
+        "short_tokens": short_tokens,
+        "long_tokens": long_tokens,
+        "repeats": repeats,
+    }

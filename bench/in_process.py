@@ -9,16 +9,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from promptlab_stack.text import drop_incomplete_utf8_tail
-
 from bench.prompts import PROMPTS
+from promptlab_stack.text import drop_incomplete_utf8_tail
 
 
 class InProcess:
     """`model.generate` on `concurrency` left-padded prompts at once: what batching can reach."""
 
-    def __init__(self, model_dir: Path, max_tokens: int, torch_threads: int | None = None,
-                 prepack_weights: str = "auto"):
+    def __init__(
+        self,
+        model_dir: Path,
+        max_tokens: int,
+        torch_threads: int | None = None,
+        prepack_weights: str = "auto",
+    ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -47,23 +51,34 @@ class InProcess:
         self.layers = prepack_linear_layers(self.model, prepack_weights)
 
     def _encode(self, prompt: str) -> list[int]:
-        return list(self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                                       add_generation_prompt=True, return_dict=True)["input_ids"])
+        return list(
+            self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True
+            )["input_ids"]
+        )
 
     def generate(self, prompts: list[str]) -> list[str]:
-        batch = self.tokenizer.pad({"input_ids": [self.ids[p] for p in prompts]}, padding=True,
-                                   return_tensors="pt")
+        batch = self.tokenizer.pad(
+            {"input_ids": [self.ids[p] for p in prompts]}, padding=True, return_tensors="pt"
+        )
         with self.torch.inference_mode():
-            out = self.model.generate(**batch, do_sample=False, max_new_tokens=self.max_tokens,
-                                      pad_token_id=self.tokenizer.pad_token_id)
+            out = self.model.generate(
+                **batch,
+                do_sample=False,
+                max_new_tokens=self.max_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
         width = batch["input_ids"].shape[1]
         # The stack's rule for answer text (promptlab_stack/text.py), so "answers exact" compares
         # like with like.
-        return [drop_incomplete_utf8_tail(self.tokenizer.decode(row[width:], skip_special_tokens=True))
-                for row in out]
+        return [
+            drop_incomplete_utf8_tail(self.tokenizer.decode(row[width:], skip_special_tokens=True))
+            for row in out
+        ]
 
     def reference(self) -> dict[str, str]:
-        """Each prompt alone, greedy, with plain dense layers: the answer every server should give."""
+        """Each prompt alone, greedy, with plain dense layers: the answer every server should
+        give."""
         return dict(self._reference)
 
     def measure(self, concurrency: int, requests: int, reference: dict[str, str]) -> dict:
@@ -74,13 +89,21 @@ class InProcess:
         reset_peak()
         t0 = time.perf_counter()
         for i in range(0, requests, concurrency):
-            chunk = prompts[i:i + concurrency]
+            chunk = prompts[i : i + concurrency]
             t = time.perf_counter()
             texts = self.generate(chunk)
             latencies += [(time.perf_counter() - t) * 1000] * len(chunk)
-            exact += sum(reference[p] == x for p, x in zip(chunk, texts))
+            exact += sum(reference[p] == x for p, x in zip(chunk, texts, strict=True))
         wall = time.perf_counter() - t0
-        return {"requests": requests, "errors": 0, "error_sample": [], "wall_s": wall,
-                "rps": requests / wall, "tok_s": requests * self.max_tokens / wall,
-                "peak_rss_mb": peak_rss_mb(), "latencies_ms": latencies,
-                "completion_tokens": self.max_tokens, "exact": exact / requests}
+        return {
+            "requests": requests,
+            "errors": 0,
+            "error_sample": [],
+            "wall_s": wall,
+            "rps": requests / wall,
+            "tok_s": requests * self.max_tokens / wall,
+            "peak_rss_mb": peak_rss_mb(),
+            "latencies_ms": latencies,
+            "completion_tokens": self.max_tokens,
+            "exact": exact / requests,
+        }

@@ -13,8 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-LLM_JP_3_3_7B = dict(hidden_size=3072, intermediate_size=8192, num_attention_heads=24,
-                     num_key_value_heads=24, vocab_size=99584, max_position_embeddings=4096)
+LLM_JP_3_3_7B = dict(
+    hidden_size=3072,
+    intermediate_size=8192,
+    num_attention_heads=24,
+    num_key_value_heads=24,
+    vocab_size=99584,
+    max_position_embeddings=4096,
+)
 
 
 def build_real_shape_model(output_dir: str | Path, layers: int = 2, seed: int = 0) -> Path:
@@ -41,12 +47,14 @@ def build_real_shape_model(output_dir: str | Path, layers: int = 2, seed: int = 
     model = LlamaForCausalLM(config)
     with torch.no_grad():
         head = model.lm_head.weight
-        head[len(tokenizer):].zero_()
-        head[:len(tokenizer)].mul_(40.0)
+        head[len(tokenizer) :].zero_()
+        head[: len(tokenizer)].mul_(40.0)
         head[tokenizer.eos_token_id].zero_()
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
-                                               eos_token_id=tokenizer.eos_token_id,
-                                               pad_token_id=tokenizer.pad_token_id)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     for stale in output_dir.glob("*.safetensors"):
         stale.unlink()
     model.save_pretrained(output_dir)

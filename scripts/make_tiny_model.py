@@ -35,7 +35,7 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
     "{% elif message['role'] == 'user' %}### 指示:\n{{ message['content'] }}\n\n"
-    "{% elif message['role'] == 'assistant' %}### 応答:\n{{ message['content'] }}{{ eos_token }}\n\n"
+    "{% elif message['role'] == 'assistant' %}### 応答:\n{{ message['content'] }}{{ eos_token }}\n\n"  # noqa: E501
     "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}### 応答:\n{% endif %}"
@@ -52,12 +52,18 @@ CHATML_TEMPLATE = (
 CHAT_TEMPLATES = {"llm-jp": CHAT_TEMPLATE, "chatml": CHATML_TEMPLATE}
 
 
-def build_tiny_model(output_dir: str | Path, *, seed: int = 0, vocab_size: int = 512,
-                     chat_style: str = "llm-jp") -> Path:
+def build_tiny_model(
+    output_dir: str | Path, *, seed: int = 0, vocab_size: int = 512, chat_style: str = "llm-jp"
+) -> Path:
     """`chat_style` "llm-jp" (default) or "chatml": the chat template and its special tokens."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import (
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -161,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--chat-style", choices=sorted(CHAT_TEMPLATES), default="llm-jp")
     args = parser.parse_args(argv)
-    path = build_tiny_model(args.output_dir, seed=args.seed, vocab_size=args.vocab_size,
-                            chat_style=args.chat_style)
+    path = build_tiny_model(
+        args.output_dir, seed=args.seed, vocab_size=args.vocab_size, chat_style=args.chat_style
+    )
     print(f"tiny model written to {path}")
     return 0
 

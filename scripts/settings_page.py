@@ -230,9 +230,14 @@ def render() -> str:
 
     # The knobs declared once in SHARED_MODULE and read by several services.
     shared: dict[str, tuple[Any, str]] = {}
-    for _, _, settings in services:
+    wired: dict[str, list[str]] = {}  # knob -> the services that read it
+    for name, _, settings in services:
         for field in settings.model_fields:
-            if is_shared(settings, field):
+            if not is_shared(settings, field):
+                continue
+            if field.upper() in WIRED:
+                wired.setdefault(field.upper(), []).append(f"`{name}`")
+            else:
                 shared.setdefault(field.upper(), (settings, field))
     page.lines += [
         "",
@@ -252,8 +257,7 @@ def render() -> str:
             page.meaning(knob),
         )
 
-    read: set[str] = set(shared)
-    wired: dict[str, list[str]] = {}  # knob -> the services that read it
+    read: set[str] = set(shared) | set(wired)
     for name, what, settings in services:
         fields = {f.upper(): f for f in settings.model_fields}
         own = [k for k, f in fields.items() if not is_shared(settings, f)]
@@ -265,12 +269,16 @@ def render() -> str:
             "",
             source + (f"; also reads {also}." if also else "."),
         ]
-        page.table("Knob", "Default", "Accepted form", "What it does")
-        for knob in sorted(own, key=page.position):
+        for knob in own:
             read.add(knob)
             if knob in WIRED:
                 wired.setdefault(knob, []).append(f"`{name}`")
-                continue
+        own = [k for k in own if k not in WIRED]
+        if not own:
+            page.lines += ["", "No knobs of its own."]
+            continue
+        page.table("Knob", "Default", "Accepted form", "What it does")
+        for knob in sorted(own, key=page.position):
             page.row(
                 f"`{knob}`",
                 shown_default(settings, fields[knob]),

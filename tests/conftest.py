@@ -17,14 +17,18 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_b_dir(tmp_path_factory) -> Path:
     """A second tiny model with another tokenizer (vocabulary, special tokens) and chat template."""
-    return build_tiny_model(tmp_path_factory.mktemp("models") / SECOND_MODEL_NAME, **SECOND_MODEL_SHAPE)
+    return build_tiny_model(
+        tmp_path_factory.mktemp("models") / SECOND_MODEL_NAME, **SECOND_MODEL_SHAPE
+    )
 
 
 @pytest.fixture(scope="session")
 def reference_model_b(tiny_model_b_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(tiny_model_b_dir), AutoModelForCausalLM.from_pretrained(tiny_model_b_dir).eval()
+    return AutoTokenizer.from_pretrained(tiny_model_b_dir), AutoModelForCausalLM.from_pretrained(
+        tiny_model_b_dir
+    ).eval()
 
 
 @pytest.fixture(scope="session")
@@ -44,5 +48,7 @@ def pyfunc_dir(tiny_model_dir, tmp_path_factory) -> Path:
     from pyfunc_server.start import save
 
     path = tmp_path_factory.mktemp("pyfunc") / "model"
-    save(path, ModelServerSettings(model_id=str(tiny_model_dir), served_model_name=SERVED_MODEL_NAME))
+    save(
+        path, ModelServerSettings(model_id=str(tiny_model_dir), served_model_name=SERVED_MODEL_NAME)
+    )
     return path

@@ -17,7 +17,9 @@ def greedy_chat(tokenizer, model, messages: list[dict], max_new_tokens: int) -> 
     )
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens)
-    return drop_incomplete_utf8_tail(tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    return drop_incomplete_utf8_tail(
+        tokenizer.decode(out[0][enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    )
 
 
 def greedy_completion(tokenizer, model, prompt: str, max_new_tokens: int) -> str:
@@ -26,4 +28,6 @@ def greedy_completion(tokenizer, model, prompt: str, max_new_tokens: int) -> str
     enc = tokenizer(prompt, return_tensors="pt")
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens)
-    return drop_incomplete_utf8_tail(tokenizer.decode(out[0][enc["input_ids"].shape[1]:], skip_special_tokens=True))
+    return drop_incomplete_utf8_tail(
+        tokenizer.decode(out[0][enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    )

@@ -1,7 +1,9 @@
 """Make `mlflow-2.16.2.db`: a tracking database written by an older MLflow release, for the
-schema-upgrade test (tests/unit/test_db_upgrade.py, tests/integration/test_team_setup.py). Run once, with that release:
+schema-upgrade test (tests/unit/tracking_ops/, tests/integration/test_team_setup.py). Run once,
+with that release:
 
-    python3 -m venv /tmp/old && /tmp/old/bin/pip install mlflow-skinny==2.16.2 "sqlalchemy<2.1" alembic
+    python3 -m venv /tmp/old
+    /tmp/old/bin/pip install mlflow-skinny==2.16.2 "sqlalchemy<2.1" alembic
     /tmp/old/bin/python tests/data/make_old_mlflow_db.py tests/data/mlflow-2.16.2.db
 
 (MLflow's own repository keeps such files for its migration tests too: tests/resources/db/.)
@@ -16,14 +18,18 @@ import mlflow
 from mlflow import MlflowClient
 
 EXPERIMENT = "2.16 の実験"
-RUNS = {"古い実行 1": {"temperature": "0.0", "prompt": "りんごは何色ですか？"},
-        "古い実行 2": {"temperature": "0.7", "prompt": "東京の天気は？"}}
+RUNS = {
+    "古い実行 1": {"temperature": "0.0", "prompt": "りんごは何色ですか？"},
+    "古い実行 2": {"temperature": "0.7", "prompt": "東京の天気は？"},
+}
 
 
 def main(path: Path) -> None:
     path.unlink(missing_ok=True)
     client = MlflowClient(tracking_uri=f"sqlite:///{path.resolve()}")
-    experiment = client.create_experiment(EXPERIMENT, artifact_location="mlflow-artifacts:/old-experiment")
+    experiment = client.create_experiment(
+        EXPERIMENT, artifact_location="mlflow-artifacts:/old-experiment"
+    )
     for name, params in RUNS.items():
         run = client.create_run(experiment, run_name=name)
         for key, value in params.items():

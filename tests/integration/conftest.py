@@ -17,7 +17,9 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    with running_stack(tmp_path_factory, profile="pyfunc,tls", extra_env={"TLS_PORT": str(free_port())}) as s:
+    with running_stack(
+        tmp_path_factory, profile="pyfunc,tls", extra_env={"TLS_PORT": str(free_port())}
+    ) as s:
         yield s
 
 

@@ -71,15 +71,29 @@ class HubStandin:
         repo_id = match.group(1) if match else None
         repo = self.repos.get(repo_id)
         if repo is None:
-            return self._error(req, 401 if not token else 404, "RepoNotFound", "Repository not found")
+            return self._error(
+                req, 401 if not token else 404, "RepoNotFound", "Repository not found"
+            )
         if api:
             return self._json(req, self._info(repo_id, repo), body)
         if tree:
-            return self._json(req, [{"type": "file", "path": p.name, "size": p.stat().st_size, "oid": _etag(p)}
-                                    for p in sorted(repo.folder.iterdir()) if p.is_file()], body)
+            return self._json(
+                req,
+                [
+                    {"type": "file", "path": p.name, "size": p.stat().st_size, "oid": _etag(p)}
+                    for p in sorted(repo.folder.iterdir())
+                    if p.is_file()
+                ],
+                body,
+            )
         if repo.gated and not token:
-            return self._error(req, 401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have "
-                                                      "access to it and be authenticated to access it.")
+            return self._error(
+                req,
+                401,
+                "GatedRepo",
+                f"Access to model {repo_id} is restricted. You must have "
+                "access to it and be authenticated to access it.",
+            )
         file = repo.folder / resolve.group(2)
         if not file.is_file():
             return self._error(req, 404, "EntryNotFound", "Entry not found")
@@ -87,10 +101,22 @@ class HubStandin:
 
     def _info(self, repo_id: str, repo: Repo) -> dict:
         files = sorted(p for p in repo.folder.iterdir() if p.is_file())
-        return {"id": repo_id, "modelId": repo_id, "sha": COMMIT, "private": False,
-                "gated": "auto" if repo.gated else False, "disabled": False, "tags": [], "downloads": 0,
-                "likes": 0, "lastModified": "2026-01-01T00:00:00.000Z", "createdAt": "2026-01-01T00:00:00.000Z",
-                "siblings": [{"rfilename": p.name, "size": p.stat().st_size, "blobId": _etag(p)} for p in files]}
+        return {
+            "id": repo_id,
+            "modelId": repo_id,
+            "sha": COMMIT,
+            "private": False,
+            "gated": "auto" if repo.gated else False,
+            "disabled": False,
+            "tags": [],
+            "downloads": 0,
+            "likes": 0,
+            "lastModified": "2026-01-01T00:00:00.000Z",
+            "createdAt": "2026-01-01T00:00:00.000Z",
+            "siblings": [
+                {"rfilename": p.name, "size": p.stat().st_size, "blobId": _etag(p)} for p in files
+            ],
+        }
 
     def _json(self, req, data, body: bool) -> None:
         raw = json.dumps(data).encode()
@@ -137,7 +163,7 @@ class HubStandin:
         sent, step = 0, 16 * 1024
         limit = len(chunk) // 4 if drop else len(chunk)  # a flaky network: a quarter, then nothing
         while sent < limit:
-            piece = chunk[sent:min(sent + step, limit)]
+            piece = chunk[sent : min(sent + step, limit)]
             req.wfile.write(piece)
             req.wfile.flush()
             sent += len(piece)

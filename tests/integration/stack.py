@@ -14,7 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from constants import JUDGE_MODEL_NAME, REPO, SECOND_MODEL_NAME, SECOND_MODEL_SHAPE, SERVED_MODEL_NAME
+from constants import (
+    JUDGE_MODEL_NAME,
+    REPO,
+    SECOND_MODEL_NAME,
+    SECOND_MODEL_SHAPE,
+    SERVED_MODEL_NAME,
+)
 from loopback import free_port
 
 PROJECT = "promptlab-it"
@@ -49,7 +55,9 @@ class Stack:
             "BASE_IMAGE": os.environ.get("BASE_IMAGE", "python:3.11-slim"),
             "LOCAL_MODELS_DIR": str(self.models_dir),
             # Two models with different tokenizers and chat templates, side by side, and a judge.
-            "MODELS": f"/models/{SERVED_MODEL_NAME},/models/{SECOND_MODEL_NAME},/models/{JUDGE_MODEL_NAME}",
+            "MODELS": ",".join(
+                f"/models/{m}" for m in (SERVED_MODEL_NAME, SECOND_MODEL_NAME, JUDGE_MODEL_NAME)
+            ),
             "MODEL_ID": f"/models/{SERVED_MODEL_NAME}",
             "MLFLOW_PORT": str(self.port),
             "MODEL_START_PERIOD": "300s",
@@ -57,17 +65,32 @@ class Stack:
             **self.extra_env,
         }
 
-    def compose(self, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
+    def compose(
+        self, *args: str, check: bool = True, timeout: float = 1800
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             [*self.compose_command, *args],
-            cwd=REPO, env=self.env, check=check, timeout=timeout, text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=self.env,
+            check=check,
+            timeout=timeout,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
 
-    def exec_tracking(self, *args: str, stdin: bytes = b"", timeout: float = 600) -> subprocess.CompletedProcess:
+    def exec_tracking(
+        self, *args: str, stdin: bytes = b"", timeout: float = 600
+    ) -> subprocess.CompletedProcess:
         """A command in the tracking container, as `docker compose exec -T tracking ...` runs it."""
-        return subprocess.run([*self.compose_command, "exec", "-T", "tracking", *args],
-                              cwd=REPO, env=self.env, input=stdin, capture_output=True, timeout=timeout)
+        return subprocess.run(
+            [*self.compose_command, "exec", "-T", "tracking", *args],
+            cwd=REPO,
+            env=self.env,
+            input=stdin,
+            capture_output=True,
+            timeout=timeout,
+        )
 
     def up(self) -> None:
         # The containers run as uid 1000: the model folder must be readable by others.
@@ -92,8 +115,9 @@ class Stack:
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
-        req = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=300) as resp:
                 status, raw = resp.status, resp.read()
@@ -106,32 +130,46 @@ class Stack:
             return status, text
 
     def gateway_endpoints(self) -> tuple[int, dict]:
-        return self.request("GET", "ajax-api/2.0/mlflow/gateway-proxy",
-                            query={"gateway_path": "api/2.0/endpoints"})
+        return self.request(
+            "GET", "ajax-api/2.0/mlflow/gateway-proxy", query={"gateway_path": "api/2.0/endpoints"}
+        )
 
     def invoke(self, endpoint: str, payload: dict) -> tuple[int, dict]:
-        return self.request("POST", "ajax-api/2.0/mlflow/gateway-proxy",
-                            {"gateway_path": f"gateway/{endpoint}/invocations", "json_data": payload})
+        return self.request(
+            "POST",
+            "ajax-api/2.0/mlflow/gateway-proxy",
+            {"gateway_path": f"gateway/{endpoint}/invocations", "json_data": payload},
+        )
 
     def ai_gateway(self, what: str) -> list[dict]:
-        """The built-in AI Gateway's `endpoints`, `secrets` or `model-definitions`, as its UI lists them."""
+        """The built-in AI Gateway's `endpoints`, `secrets` or `model-definitions`, as its UI lists
+        them."""
         status, body = self.request("GET", f"ajax-api/3.0/mlflow/gateway/{what}/list")
         assert status == 200, body
         return body.get(what.replace("-", "_"), [])
 
     def wait_for_ai_gateway_endpoints(self, names: list[str], timeout: float = 90) -> None:
-        """Until the endpoints the stack registered in the built-in AI Gateway are `names` (sorted)."""
+        """Until the endpoints the stack registered in the built-in AI Gateway are `names`
+        (sorted)."""
+
         def registered() -> list[str]:
-            return sorted(e["name"] for e in self.ai_gateway("endpoints")
-                          if {"key": "promptlab-stack.managed", "value": "true"} in e.get("tags", []))
+            return sorted(
+                e["name"]
+                for e in self.ai_gateway("endpoints")
+                if {"key": "promptlab-stack.managed", "value": "true"} in e.get("tags", [])
+            )
 
         deadline = time.monotonic() + timeout
         while (seen := registered()) != names:
-            assert time.monotonic() < deadline, f"AI Gateway endpoints {seen}, expected {names}\n{self.logs()}"
+            assert time.monotonic() < deadline, (
+                f"AI Gateway endpoints {seen}, expected {names}\n{self.logs()}"
+            )
             time.sleep(1)
 
     def create_experiment(self, name: str) -> str:
-        status, body = self.request("POST", "ajax-api/2.0/mlflow/experiments/create", {"name": name})
+        status, body = self.request(
+            "POST", "ajax-api/2.0/mlflow/experiments/create", {"name": name}
+        )
         assert status == 200, body
         return body["experiment_id"]
 
@@ -161,7 +199,8 @@ def running_stack(tmp_path_factory, **stack_args):
 
 
 def reference_model(stack: Stack, name: str = SERVED_MODEL_NAME):
-    """One of the stack's own model folders loaded with plain transformers, for greedy comparisons."""
+    """One of the stack's own model folders loaded with plain transformers, for greedy
+    comparisons."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = stack.models_dir / name
@@ -171,13 +210,17 @@ def reference_model(stack: Stack, name: str = SERVED_MODEL_NAME):
 def docker_host_address() -> str:
     """This host's address on Docker's default bridge: where host.docker.internal points, and
     where a container reaches a server the tests run on this host."""
-    out = subprocess.run(["ip", "-4", "-o", "addr", "show", "docker0"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["ip", "-4", "-o", "addr", "show", "docker0"], capture_output=True, text=True, check=True
+    )
     return out.stdout.split("inet ")[1].split("/")[0]
 
 
 def docker_available() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(
-        ["docker", "info"], capture_output=True).returncode == 0
+    return (
+        shutil.which("docker") is not None
+        and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+    )
 
 
 # A system prompt, an earlier exchange and a question, as a user's chat in the UI grows.
@@ -194,7 +237,8 @@ def assert_whole_conversation_reaches_the_model(stack: Stack, endpoint: str, ref
     message, the system prompt included, reached the model through the stack."""
     from reference import greedy_chat
 
-    status, body = stack.invoke(endpoint, {"messages": CONVERSATION, "temperature": 0,
-                                           "max_tokens": 10})
+    status, body = stack.invoke(
+        endpoint, {"messages": CONVERSATION, "temperature": 0, "max_tokens": 10}
+    )
     assert status == 200, body
     assert body["choices"][0]["message"]["content"] == greedy_chat(*reference, CONVERSATION, 10)

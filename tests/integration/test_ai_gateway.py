@@ -1,9 +1,9 @@
 """The stack's models in MLflow 3's built-in AI Gateway, for the Playground and judges (issue 13).
 
-Against the session's compose stack: the tracking container registers the gateway's chat
-endpoints in its built-in AI Gateway (ai_gateway_endpoints.py), whose calls go to our gateway's
-OpenAI API and on to the model server. The Playground itself is driven in a real browser in
-test_browser_playground.py.
+Against the session's compose stack: the endpoint-sync service registers the gateway's chat
+endpoints in the tracking server's built-in AI Gateway (endpoint_sync/sync.py), whose calls go to
+our gateway's OpenAI API and on to the model server. The Playground itself is driven in a real
+browser in test_browser_playground.py.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ SYNCED = "AI Gateway endpoints in sync"
 
 
 def wait_for_sync_since(stack, since: str, timeout: float = 120) -> None:
-    """Until the tracking container logs a completed sync after `since` (a docker timestamp)."""
+    """Until the endpoint-sync service logs a completed sync after `since` (a docker timestamp)."""
     deadline = time.monotonic() + timeout
-    while SYNCED not in stack.compose("logs", "--since", since, "tracking", check=False).stdout:
+    while (
+        SYNCED not in stack.compose("logs", "--since", since, "endpoint-sync", check=False).stdout
+    ):
         assert time.monotonic() < deadline, f"no '{SYNCED}' since {since}\n{stack.logs()}"
         time.sleep(1)
 
@@ -37,7 +39,9 @@ def chat(stack, body: dict) -> tuple[int, dict | str]:
 def test_every_chat_model_is_an_ai_gateway_endpoint_under_its_prompt_engineering_name(stack):
     status, listing = stack.gateway_endpoints()
     assert status == 200, listing
-    chat_endpoints = sorted(e["name"] for e in listing["endpoints"] if e["endpoint_type"] == "llm/v1/chat")
+    chat_endpoints = sorted(
+        e["name"] for e in listing["endpoints"] if e["endpoint_type"] == "llm/v1/chat"
+    )
     assert chat_endpoints == MODELS
     stack.wait_for_ai_gateway_endpoints(MODELS)
     for endpoint in stack.ai_gateway("endpoints"):
@@ -47,30 +51,46 @@ def test_every_chat_model_is_an_ai_gateway_endpoint_under_its_prompt_engineering
 
 
 def test_ai_gateway_chat_on_local_models_equals_greedy_with_token_usage(
-        stack, stack_reference_model, stack_reference_model_b):
+    stack, stack_reference_model, stack_reference_model_b
+):
     stack.wait_for_ai_gateway_endpoints(MODELS)
-    for name, reference in ((SERVED_MODEL_NAME, stack_reference_model), (SECOND_MODEL_NAME, stack_reference_model_b)):
-        status, body = chat(stack, {"model": name, "messages": CONVERSATION, "temperature": 0, "max_tokens": 10})
+    for name, reference in (
+        (SERVED_MODEL_NAME, stack_reference_model),
+        (SECOND_MODEL_NAME, stack_reference_model_b),
+    ):
+        status, body = chat(
+            stack, {"model": name, "messages": CONVERSATION, "temperature": 0, "max_tokens": 10}
+        )
         assert status == 200, body
-        assert body["choices"][0]["message"]["content"] == greedy_chat(*reference, CONVERSATION, 10), name
+        assert body["choices"][0]["message"]["content"] == greedy_chat(
+            *reference, CONVERSATION, 10
+        ), name
         assert body["usage"]["completion_tokens"] == 10 and body["usage"]["prompt_tokens"] > 20
 
 
 def test_a_streamed_ai_gateway_call_gets_the_same_answer(stack, stack_reference_model):
     stack.wait_for_ai_gateway_endpoints(MODELS)
-    status, text = stack.request("POST", f"gateway/{SERVED_MODEL_NAME}/mlflow/invocations",
-                                 {"messages": CONVERSATION, "temperature": 0, "max_tokens": 10, "stream": True})
+    status, text = stack.request(
+        "POST",
+        f"gateway/{SERVED_MODEL_NAME}/mlflow/invocations",
+        {"messages": CONVERSATION, "temperature": 0, "max_tokens": 10, "stream": True},
+    )
     assert status == 200 and isinstance(text, str), text
-    chunks = [json.loads(line.removeprefix("data: ")) for line in text.splitlines()
-              if line.startswith("data: ") and line != "data: [DONE]"]
+    chunks = [
+        json.loads(line.removeprefix("data: "))
+        for line in text.splitlines()
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
     answer = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert answer == greedy_chat(*stack_reference_model, CONVERSATION, 10)
 
 
 def test_model_errors_keep_their_status_and_message_through_the_ai_gateway(stack):
     stack.wait_for_ai_gateway_endpoints(MODELS)
-    status, body = chat(stack, {"model": SERVED_MODEL_NAME,
-                                "messages": [{"role": "user", "content": "りんご " * 600}]})
+    status, body = chat(
+        stack,
+        {"model": SERVED_MODEL_NAME, "messages": [{"role": "user", "content": "りんご " * 600}]},
+    )
     assert status == 400, body
     assert "context is 512 tokens" in json.dumps(body, ensure_ascii=False)
 
@@ -80,24 +100,37 @@ def test_ai_gateway_calls_are_traced_for_its_usage_page(stack):
     endpoint = next(e for e in stack.ai_gateway("endpoints") if e["name"] == SERVED_MODEL_NAME)
 
     def traces() -> int:
-        status, body = stack.request("GET", "ajax-api/2.0/mlflow/traces",
-                                     query={"experiment_ids": endpoint["experiment_id"], "max_results": 500})
+        status, body = stack.request(
+            "GET",
+            "ajax-api/2.0/mlflow/traces",
+            query={"experiment_ids": endpoint["experiment_id"], "max_results": 500},
+        )
         assert status == 200, body
         return len(body.get("traces", []))
 
     before = traces()
-    status, body = chat(stack, {"model": SERVED_MODEL_NAME, "messages": [{"role": "user", "content": "こんにちは"}],
-                                "max_tokens": 4})
+    status, body = chat(
+        stack,
+        {
+            "model": SERVED_MODEL_NAME,
+            "messages": [{"role": "user", "content": "こんにちは"}],
+            "max_tokens": 4,
+        },
+    )
     assert status == 200, body
     deadline = time.monotonic() + 30
     while traces() <= before:
-        assert time.monotonic() < deadline, "the call left no trace in the endpoint's usage experiment"
+        assert time.monotonic() < deadline, (
+            "the call left no trace in the endpoint's usage experiment"
+        )
         time.sleep(0.5)
 
 
 def test_after_a_tracking_restart_there_is_still_exactly_one_endpoint_per_model(stack):
     stack.wait_for_ai_gateway_endpoints(MODELS)
-    since = stack.compose("exec", "-T", "tracking", "date", "-u", "+%Y-%m-%dT%H:%M:%SZ").stdout.strip()
+    since = stack.compose(
+        "exec", "-T", "tracking", "date", "-u", "+%Y-%m-%dT%H:%M:%SZ"
+    ).stdout.strip()
     stack.compose("restart", "tracking")
     stack.compose("up", "-d", "--wait", "tracking")
     wait_for_sync_since(stack, since)
@@ -133,10 +166,20 @@ def test_the_readmes_judge_example_scores_a_japanese_dataset_on_local_endpoints(
     stack.wait_for_ai_gateway_endpoints(MODELS)
     script = tmp_path / "judge_example.py"
     script.write_text(readme_judge_example(), encoding="utf-8")
-    env = {**stack.env, "MLFLOW_TRACKING_URI": stack.url, "MODEL_ENDPOINT": SERVED_MODEL_NAME,
-           "JUDGE_ENDPOINT": JUDGE_MODEL_NAME}
-    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
-                         timeout=600, cwd=tmp_path)
+    env = {
+        **stack.env,
+        "MLFLOW_TRACKING_URI": stack.url,
+        "MODEL_ENDPOINT": SERVED_MODEL_NAME,
+        "JUDGE_ENDPOINT": JUDGE_MODEL_NAME,
+    }
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-4000:]
     # The judge model's verdict on every row (it always says yes): the mean is 1.0.
     assert re.search(r"'polite/mean': (np\.float64\()?1\.0", out.stdout), out.stdout[-2000:]

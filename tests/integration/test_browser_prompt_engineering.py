@@ -33,15 +33,24 @@ MAX_TOKENS = 16
 EVALUATE_TIMEOUT_S = 60
 SHOTS = REPO / "test-artifacts" / "screenshots"
 CHROMIUM = os.environ.get("PROMPTLAB_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
 
 
 # -- helpers ------------------------------------------------------------------------------------
 def visible_text(text: str) -> str:
     """Text without control/format characters and whitespace: what a DOM cell and a textarea
     showing the same (random-model) answer have in common."""
-    return "".join(c for c in text if not c.isspace() and not unicodedata.category(c).startswith("C"))
+    return "".join(
+        c for c in text if not c.isspace() and not unicodedata.category(c).startswith("C")
+    )
 
 
 def escaped_text(raw: str) -> list[str]:
@@ -58,7 +67,8 @@ class Scenario:
         page.on("console", self._on_console)
         page.on("response", self._on_response)
 
-    # MLflow asks for the signed-in user and the users; without the auth app those are harmless 404s.
+    # MLflow asks for the signed-in user and the users; without the auth app those are harmless
+    # 404s.
     _NOISE = re.compile(r"/ajax-api/2\.0/mlflow/users/(current|list)")
 
     def _on_console(self, message) -> None:
@@ -66,8 +76,14 @@ class Scenario:
             self.problems.append(f"console error: {message.text[:300]}")
 
     def _on_response(self, response) -> None:
-        if response.status >= 400 and "/ajax-api/" in response.url and not self._NOISE.search(response.url):
-            self.problems.append(f"HTTP {response.status} {response.request.method} {response.url[:200]}")
+        if (
+            response.status >= 400
+            and "/ajax-api/" in response.url
+            and not self._NOISE.search(response.url)
+        ):
+            self.problems.append(
+                f"HTTP {response.status} {response.request.method} {response.url[:200]}"
+            )
 
     @contextmanager
     def step(self, n: int, description: str):
@@ -86,7 +102,8 @@ class Scenario:
             seen = "".join(f"\n  {p}" for p in self.problems[-8:])
             raise AssertionError(
                 f"Step {n} ({description}) failed: {exc}\n[{where}; url: {self.page.url}]"
-                + (f"\nThe browser saw:{seen}" if seen else "")) from exc
+                + (f"\nThe browser saw:{seen}" if seen else "")
+            ) from exc
 
     def screenshot(self, name: str) -> Path:
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -117,7 +134,9 @@ class Scenario:
 @pytest.fixture(scope="module")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"the browser test needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)")
+        pytest.fail(
+            f"the browser test needs Debian's Chromium at {CHROMIUM} (apt-get install chromium)"
+        )
     with sync_api.sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
@@ -188,9 +207,13 @@ def evaluate(s: Scenario, dialog) -> tuple[str, str]:
         # While evaluating, the Output box is replaced by a skeleton; an error shows under it.
         if output.is_visible() and output.input_value():
             break
-        error = dialog.locator(".du-bois-light-form-message, [role=alert]").filter(has_text=re.compile(r"\S"))
+        error = dialog.locator(".du-bois-light-form-message, [role=alert]").filter(
+            has_text=re.compile(r"\S")
+        )
         if error.count() and not dialog.get_by_test_id("button-cancel").is_visible():
-            raise AssertionError(f"Evaluate showed an error instead of an answer: {error.first.inner_text()!r}")
+            raise AssertionError(
+                f"Evaluate showed an error instead of an answer: {error.first.inner_text()!r}"
+            )
         if time.monotonic() > deadline:
             raise AssertionError(f"no answer in the Output box within {EVALUATE_TIMEOUT_S} s")
         s.page.wait_for_timeout(250)
@@ -204,7 +227,9 @@ def check_token_count(metadata: str) -> int:
     match = re.search(r"(\d+)\s+total tokens", metadata)
     assert match, f"no '<n> total tokens' beside the output: {metadata!r}"
     total = int(match.group(1))
-    assert total > MAX_TOKENS, f"total tokens {total} should count the prompt and {MAX_TOKENS} new tokens"
+    assert total > MAX_TOKENS, (
+        f"total tokens {total} should count the prompt and {MAX_TOKENS} new tokens"
+    )
     return total
 
 
@@ -243,7 +268,9 @@ def group_by_prompt_too(s: Scenario) -> None:
 
 def artifact_viewer_text(s: Scenario, node_name: str, title: str) -> str:
     page = s.page
-    page.get_by_test_id("artifact-tree-node").filter(has_text=re.compile(rf"^{re.escape(node_name)}$")).click()
+    page.get_by_test_id("artifact-tree-node").filter(
+        has_text=re.compile(rf"^{re.escape(node_name)}$")
+    ).click()
     expect(page.get_by_title(title, exact=True)).to_be_visible()
     as_table = page.get_by_role("checkbox", name="View as table")
     if as_table.count() and as_table.is_checked():
@@ -296,7 +323,10 @@ def test_user_runs_the_prompt_engineering_workflow_in_japanese(stack, page):
         fill_prompt(s, dialog, "りんご", "りんごの色")
         expect(dialog.get_by_label("Prompt Template")).to_have_value(TEMPLATE)
 
-    with s.step(5, f"Evaluate: an answer in the Output box within {EVALUATE_TIMEOUT_S} s, with a token count"):
+    with s.step(
+        5,
+        f"Evaluate: an answer in the Output box within {EVALUATE_TIMEOUT_S} s, with a token count",
+    ):
         answer, metadata = evaluate(s, dialog)
         assert visible_text(answer), f"the answer is empty or unprintable: {answer!r}"
         check_token_count(metadata)
@@ -336,11 +366,15 @@ def test_user_runs_the_prompt_engineering_workflow_in_japanese(stack, page):
         assert "\\u" not in params_text and "\\x" not in params_text, params_text
         assert "object: りんご" in params_text and "は何色ですか？" in params_text, params_text
         params = yaml.safe_load(params_text)
-        assert params["prompt_template"] == TEMPLATE and params["prompt_parameters"] == {"object": "りんご"}
+        assert params["prompt_template"] == TEMPLATE and params["prompt_parameters"] == {
+            "object": "りんご"
+        }
         assert params["model_route"] == CHAT, params
         s.screenshot("step-7-parameters-yaml.png")
 
-    with s.step(8, "a second run with object = バナナ appears beside the first in the evaluation table"):
+    with s.step(
+        8, "a second run with object = バナナ appears beside the first in the evaluation table"
+    ):
         banana_answer = new_run(s, runs_view, CHAT, "バナナ", "バナナの色")
         grid = evaluation_table(s)
         group_by_prompt_too(s)
@@ -350,43 +384,76 @@ def test_user_runs_the_prompt_engineering_workflow_in_japanese(stack, page):
         for text in ("りんご", prompt, "バナナ", TEMPLATE.replace("{{ object }}", "バナナ")):
             expect(grid).to_contain_text(text)
         grid_text = visible_text(grid.inner_text())
-        assert visible_text(answer) in grid_text and visible_text(banana_answer) in grid_text, grid_text
+        assert visible_text(answer) in grid_text and visible_text(banana_answer) in grid_text, (
+            grid_text
+        )
         s.screenshot("step-8-two-runs.png")
 
-    with s.step(9, f"the same りんご prompt on the second model, {SECOND}, sits beside the first model's run"):
+    with s.step(
+        9,
+        f"the same りんご prompt on the second model, {SECOND}, sits beside the first model's run",
+    ):
         page.set_viewport_size({"width": 2400, "height": 1000})  # room for three runs' columns
         second_answer = new_run(s, runs_view, SECOND, "りんご", f"りんごの色 ({SECOND})")
         grid = evaluation_table(s)
         group_by_prompt_too(s)
         # Each run's column shows its name and, under it, the endpoint (the model) it ran on.
         headers = grid.get_by_role("columnheader")
-        expect(headers.filter(has_text=f"りんごの色 ({SECOND})").filter(has_text=SECOND)).to_be_visible()
-        expect(headers.filter(has_text=re.compile(r"りんごの色(?! \()")).filter(has_text=CHAT)).to_be_visible()
+        expect(
+            headers.filter(has_text=f"りんごの色 ({SECOND})").filter(has_text=SECOND)
+        ).to_be_visible()
+        expect(
+            headers.filter(has_text=re.compile(r"りんごの色(?! \()")).filter(has_text=CHAT)
+        ).to_be_visible()
         apple_row = grid.get_by_role("row").filter(has_text=prompt)
         row_text = visible_text(apple_row.inner_text())
         # One row for the りんご prompt, with each model's answer in its run's column.
-        assert visible_text(answer) in row_text and visible_text(second_answer) in row_text, row_text
+        assert visible_text(answer) in row_text and visible_text(second_answer) in row_text, (
+            row_text
+        )
         assert visible_text(answer) != visible_text(second_answer)
         s.screenshot("step-9-two-models.png")
 
 
-def test_runs_made_by_promptlab_eval_work_in_the_evaluation_view(stack, page, stack_reference_model):
+def test_runs_made_by_promptlab_eval_work_in_the_evaluation_view(
+    stack, page, stack_reference_model
+):
     """Runs of the `promptlab-eval` command: every row of both runs in the evaluation view, and
     "Evaluate all" then Save on a new row, as for runs made in the dialog."""
     s = Scenario(page)
     experiment = f"データセット画面 {uuid.uuid4().hex[:8]}"
-    data = "object,note\r\nりんご,短く\r\nバナナ,\"色と、味\"\r\n".encode("cp932")
+    data = 'object,note\r\nりんご,短く\r\nバナナ,"色と、味"\r\n'.encode("cp932")
 
     with s.step(1, "promptlab-eval makes a run per model from a CP932 CSV"):
-        out = stack.exec_tracking("promptlab-eval", "--experiment", experiment, "--template", "{{ object }}は何色？{{ note }}",
-                                  "--data", "-", "--endpoint", CHAT, "--endpoint", SECOND,
-                                  "--max-tokens", str(MAX_TOKENS), "--run-name", "CSV", stdin=data)
+        out = stack.exec_tracking(
+            "promptlab-eval",
+            "--experiment",
+            experiment,
+            "--template",
+            "{{ object }}は何色？{{ note }}",
+            "--data",
+            "-",
+            "--endpoint",
+            CHAT,
+            "--endpoint",
+            SECOND,
+            "--max-tokens",
+            str(MAX_TOKENS),
+            "--run-name",
+            "CSV",
+            stdin=data,
+        )
         assert out.returncode == 0, out.stderr.decode()[-2000:]
-        status, body = stack.request("GET", "ajax-api/2.0/mlflow/experiments/get-by-name",
-                                     query={"experiment_name": experiment})
+        status, body = stack.request(
+            "GET",
+            "ajax-api/2.0/mlflow/experiments/get-by-name",
+            query={"experiment_name": experiment},
+        )
         experiment_id = body["experiment"]["experiment_id"]
 
-    with s.step(2, "the evaluation view shows both runs and every row, with latency and token counts"):
+    with s.step(
+        2, "the evaluation view shows both runs and every row, with latency and token counts"
+    ):
         page.set_viewport_size({"width": 2000, "height": 1000})
         page.goto(f"{stack.url}/#/experiments/{experiment_id}/runs")
         expect(page.get_by_role("button", name="New run")).to_be_visible(timeout=60_000)
@@ -402,7 +469,9 @@ def test_runs_made_by_promptlab_eval_work_in_the_evaluation_view(stack, page, st
         s.screenshot("promptlab-eval-1-runs.png")
 
     with s.step(3, "a new row, then Evaluate all on the first model's run and Save"):
-        grid.locator('button[data-component-id*="evaluationtableactionscellrenderer"]').first.click()
+        grid.locator(
+            'button[data-component-id*="evaluationtableactionscellrenderer"]'
+        ).first.click()
         dialog = page.get_by_role("dialog", name="Add row")
         boxes = dialog.get_by_role("textbox")
         boxes.nth(0).fill("ぶどう")
@@ -411,23 +480,34 @@ def test_runs_made_by_promptlab_eval_work_in_the_evaluation_view(stack, page, st
         expect(dialog).to_be_hidden()
         run_header = headers.filter(has_text=f"CSV ({CHAT})")
         run_header.get_by_role("button", name="Evaluate all").click()
-        expect(page.get_by_text(re.compile(r"You have 1 unsaved evaluated value"))).to_be_visible(timeout=60_000)
+        expect(page.get_by_text(re.compile(r"You have 1 unsaved evaluated value"))).to_be_visible(
+            timeout=60_000
+        )
         page.get_by_role("button", name="Save").click()
-        expect(page.get_by_text(re.compile(r"unsaved evaluated value"))).to_be_hidden(timeout=30_000)
+        expect(page.get_by_text(re.compile(r"unsaved evaluated value"))).to_be_hidden(
+            timeout=30_000
+        )
         s.screenshot("promptlab-eval-2-evaluate-all.png")
 
     with s.step(4, "the run's table now has the new row, answered as plain transformers answers"):
-        runs = stack.request("POST", "ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})[1]["runs"]
+        runs = stack.request(
+            "POST", "ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]}
+        )[1]["runs"]
         run_id = next(r["info"]["run_id"] for r in runs if r["info"]["run_name"] == f"CSV ({CHAT})")
         table = json.loads(stack.artifact_bytes(run_id, "eval_results_table.json"))
-        rows = [dict(zip(table["columns"], row)) for row in table["data"]]
-        assert [r["object"] for r in rows] == ["ぶどう", "りんご", "バナナ"]  # the UI puts new rows first
+        rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+        assert [r["object"] for r in rows] == [
+            "ぶどう",
+            "りんご",
+            "バナナ",
+        ]  # the UI puts new rows first
         from reference import greedy_chat
 
         prompt = "ぶどうは何色？新しい行"
         assert rows[0]["prompt"] == prompt
-        assert rows[0]["output"] == greedy_chat(*stack_reference_model, [{"role": "user", "content": prompt}],
-                                                MAX_TOKENS)
+        assert rows[0]["output"] == greedy_chat(
+            *stack_reference_model, [{"role": "user", "content": prompt}], MAX_TOKENS
+        )
 
 
 # -- MLflow 3's Playground, on the AI Gateway endpoints the stack registers (issue 13) -----------
@@ -443,7 +523,9 @@ def gateway_requests_shown(s: Scenario, stack) -> int:
     expect(page.get_by_text("Requests", exact=True).first).to_be_visible(timeout=60_000)
     deadline = time.monotonic() + 30
     # The card's title comes first; its figure once the trace metrics have loaded.
-    while not (shown := re.search(r"\bRequests\s*\n\s*(\d[\d,]*)\s*\n", page.locator("body").inner_text())):
+    while not (
+        shown := re.search(r"\bRequests\s*\n\s*(\d[\d,]*)\s*\n", page.locator("body").inner_text())
+    ):
         assert time.monotonic() < deadline, "the usage page shows no request count"
         page.wait_for_timeout(500)
     return int(shown.group(1).replace(",", ""))
@@ -452,14 +534,17 @@ def gateway_requests_shown(s: Scenario, stack) -> int:
 def playground_submit(s: Scenario) -> tuple[list[dict], dict]:
     """Clicks Submit; returns (the messages sent, the chat completion the page got back)."""
     page = s.page
-    with page.expect_response(lambda r: "/gateway/mlflow/v1/chat/completions" in r.url,
-                              timeout=EVALUATE_TIMEOUT_S * 1000) as response:
+    with page.expect_response(
+        lambda r: "/gateway/mlflow/v1/chat/completions" in r.url, timeout=EVALUATE_TIMEOUT_S * 1000
+    ) as response:
         page.get_by_role("button", name="Submit").click()
     assert response.value.status == 200, response.value.text()
     return json.loads(response.value.request.post_data)["messages"], response.value.json()
 
 
-def test_user_chats_with_a_local_model_in_the_playground_and_keeps_the_prompt(stack, page, stack_reference_model):
+def test_user_chats_with_a_local_model_in_the_playground_and_keeps_the_prompt(
+    stack, page, stack_reference_model
+):
     from reference import greedy_chat
 
     s = Scenario(page)
@@ -468,9 +553,14 @@ def test_user_chats_with_a_local_model_in_the_playground_and_keeps_the_prompt(st
 
     with s.step(1, "note the AI Gateway's request count, open a GenAI experiment's Playground"):
         before = gateway_requests_shown(s, stack)
-        status, body = stack.request("POST", "ajax-api/2.0/mlflow/experiments/create", {
-            "name": f"プレイグラウンド {uuid.uuid4().hex[:8]}",
-            "tags": [{"key": "mlflow.experimentKind", "value": "genai_development"}]})
+        status, body = stack.request(
+            "POST",
+            "ajax-api/2.0/mlflow/experiments/create",
+            {
+                "name": f"プレイグラウンド {uuid.uuid4().hex[:8]}",
+                "tags": [{"key": "mlflow.experimentKind", "value": "genai_development"}],
+            },
+        )
         assert status == 200, body
         page.goto(f"{stack.url}/#/experiments/{body['experiment_id']}/playground")
         expect(page.get_by_role("heading", name="Playground")).to_be_visible(timeout=60_000)
@@ -484,7 +574,9 @@ def test_user_chats_with_a_local_model_in_the_playground_and_keeps_the_prompt(st
         assert {CHAT, SECOND, "judge"} <= set(offered), offered
         options.nth(offered.index(CHAT)).click()
 
-    with s.step(3, "a system prompt, a Japanese question, temperature 0 and max tokens in Settings"):
+    with s.step(
+        3, "a system prompt, a Japanese question, temperature 0 and max tokens in Settings"
+    ):
         page.get_by_role("button", name="Change message role").first.click()
         page.get_by_role("menuitemradio", name="System").click()
         messages.nth(0).fill(SYSTEM_PROMPT)
@@ -497,15 +589,22 @@ def test_user_chats_with_a_local_model_in_the_playground_and_keeps_the_prompt(st
 
     with s.step(4, "Submit: the answer equals greedy decoding, with its token usage under it"):
         sent, answer = playground_submit(s)
-        assert sent == [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "バナナは何色？"}]
+        assert sent == [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": "バナナは何色？"},
+        ]
         content = answer["choices"][0]["message"]["content"]
         assert content == greedy_chat(*stack_reference_model, sent, PLAYGROUND_MAX_TOKENS)
         expect(cards).to_have_count(1)
         assert visible_text(cards.first.inner_text()) == visible_text(content)
         usage = answer["usage"]
         assert usage["completion_tokens"] == PLAYGROUND_MAX_TOKENS
-        expect(page.get_by_text(f"Tokens — input: {usage['prompt_tokens']}, output: {PLAYGROUND_MAX_TOKENS}, "
-                                f"total: {usage['total_tokens']}")).to_be_visible()
+        expect(
+            page.get_by_text(
+                f"Tokens — input: {usage['prompt_tokens']}, output: {PLAYGROUND_MAX_TOKENS}, "
+                f"total: {usage['total_tokens']}"
+            )
+        ).to_be_visible()
 
     with s.step(5, "a second turn: the whole conversation goes to the model, answered as greedy"):
         messages.last.fill("リンゴは？")
@@ -539,12 +638,21 @@ def test_user_chats_with_a_local_model_in_the_playground_and_keeps_the_prompt(st
         expect(page.get_by_text(re.compile(rf"Loaded {prompt_name} v1")).first).to_be_visible()
         expect(page.get_by_role("dialog")).to_have_count(0)
         expect(messages).to_have_count(3)
-        assert [m.input_value() for m in messages.all()] == [SYSTEM_PROMPT, "バナナは何色？", "リンゴは？"]
-        roles = [b.inner_text().strip() for b in page.get_by_role("button", name="Change message role").all()]
+        assert [m.input_value() for m in messages.all()] == [
+            SYSTEM_PROMPT,
+            "バナナは何色？",
+            "リンゴは？",
+        ]
+        roles = [
+            b.inner_text().strip()
+            for b in page.get_by_role("button", name="Change message role").all()
+        ]
         assert roles == ["System", "User", "User"], roles
 
     with s.step(8, "the Playground's two calls are counted on the AI Gateway's usage page"):
         deadline = time.monotonic() + 30
         while (after := gateway_requests_shown(s, stack)) < before + 2:
-            assert time.monotonic() < deadline, f"usage page shows {after} requests, {before} before the chat"
+            assert time.monotonic() < deadline, (
+                f"usage page shows {after} requests, {before} before the chat"
+            )
             page.wait_for_timeout(1000)

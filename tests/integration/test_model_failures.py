@@ -46,27 +46,60 @@ def unknown_architecture(models_dir, hub):
 CASES = {
     # name: (environment for the stack (from the models folder and the Hub's URL), endpoint,
     #        words of the last log line and the 503)
-    "unreadable file": (unreadable, "unreadable", [
-        "cannot read the file /models/unreadable/model.safetensors", "uid 0", "mode 0600",
-        "runs as uid 1000", "chmod -R a+rX $LOCAL_MODELS_DIR/unreadable"]),
-    "missing folder": (lambda d, hub: {"MODELS": "/models/not-there"}, "not-there", [
-        "no such folder /models/not-there", "LOCAL_MODELS_DIR"]),
-    "unknown architecture": (unknown_architecture, "future", [
-        "does not know the model type 'llm-from-the-future'", "FutureForCausalLM", "Fix:"]),
-    "larger than the memory": (lambda d, hub: {"MODELS": f"/models/{SERVED_MODEL_NAME}",
-                                          "MODEL_MEMORY_BUDGET_GB": "0.00001"}, SERVED_MODEL_NAME, [
-        "need about", "GB are available to the model server", "MODEL_MEMORY_BUDGET_GB"]),
-    "no Hub and not in the cache": (lambda d, hub: {"MODELS": "llm-jp/not-in-the-cache",
-                                               "HF_ENDPOINT": "http://127.0.0.1:9"}, "not-in-the-cache", [
-        "llm-jp/not-in-the-cache is not in the model cache", "http://127.0.0.1:9 cannot be reached",
-        "HF_ENDPOINT", "MODEL_ID=/models/"]),
-    "a repo that does not exist": (lambda d, hub: {"MODELS": "standin/does-not-exist", "HF_ENDPOINT": hub},
-                                   "does-not-exist", ["the Hub has no model standin/does-not-exist",
-                                                      "check the name at", "HF_TOKEN"]),
-    "a gated repo without a token": (lambda d, hub: {"MODELS": "standin/gated", "HF_ENDPOINT": hub}, "gated", [
-        "standin/gated is gated", "accept them at", "HF_TOKEN=hf_..."]),
-    "a rejected token": (lambda d, hub: {"MODELS": "standin/gated", "HF_ENDPOINT": hub, "HF_TOKEN": "hf_revoked"},
-                         "gated", ["the Hub rejected HF_TOKEN", "401", "valid read token"]),
+    "unreadable file": (
+        unreadable,
+        "unreadable",
+        [
+            "cannot read the file /models/unreadable/model.safetensors",
+            "uid 0",
+            "mode 0600",
+            "runs as uid 1000",
+            "chmod -R a+rX $LOCAL_MODELS_DIR/unreadable",
+        ],
+    ),
+    "missing folder": (
+        lambda d, hub: {"MODELS": "/models/not-there"},
+        "not-there",
+        ["no such folder /models/not-there", "LOCAL_MODELS_DIR"],
+    ),
+    "unknown architecture": (
+        unknown_architecture,
+        "future",
+        ["does not know the model type 'llm-from-the-future'", "FutureForCausalLM", "Fix:"],
+    ),
+    "larger than the memory": (
+        lambda d, hub: {
+            "MODELS": f"/models/{SERVED_MODEL_NAME}",
+            "MODEL_MEMORY_BUDGET_GB": "0.00001",
+        },
+        SERVED_MODEL_NAME,
+        ["need about", "GB are available to the model server", "MODEL_MEMORY_BUDGET_GB"],
+    ),
+    "no Hub and not in the cache": (
+        lambda d, hub: {"MODELS": "llm-jp/not-in-the-cache", "HF_ENDPOINT": "http://127.0.0.1:9"},
+        "not-in-the-cache",
+        [
+            "llm-jp/not-in-the-cache is not in the model cache",
+            "http://127.0.0.1:9 cannot be reached",
+            "HF_ENDPOINT",
+            "MODEL_ID=/models/",
+        ],
+    ),
+    "a repo that does not exist": (
+        lambda d, hub: {"MODELS": "standin/does-not-exist", "HF_ENDPOINT": hub},
+        "does-not-exist",
+        ["the Hub has no model standin/does-not-exist", "check the name at", "HF_TOKEN"],
+    ),
+    "a gated repo without a token": (
+        lambda d, hub: {"MODELS": "standin/gated", "HF_ENDPOINT": hub},
+        "gated",
+        ["standin/gated is gated", "accept them at", "HF_TOKEN=hf_..."],
+    ),
+    "a rejected token": (
+        lambda d, hub: {"MODELS": "standin/gated", "HF_ENDPOINT": hub, "HF_TOKEN": "hf_revoked"},
+        "gated",
+        ["the Hub rejected HF_TOKEN", "401", "valid read token"],
+    ),
 }
 
 
@@ -74,7 +107,9 @@ def container(stack, service: str) -> dict:
     out = stack.compose("ps", "-a", "--format", "json", service).stdout.strip()
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert rows, f"no {service} container:\n{out}"
-    inspect = subprocess.run(["docker", "inspect", rows[0]["ID"]], capture_output=True, text=True, check=True)
+    inspect = subprocess.run(
+        ["docker", "inspect", rows[0]["ID"]], capture_output=True, text=True, check=True
+    )
     return json.loads(inspect.stdout)[0]
 
 
@@ -82,7 +117,9 @@ def container(stack, service: str) -> dict:
 def hub(stack):
     """The Hub stand-in on this host's Docker bridge address; its URL for HF_ENDPOINT."""
     model = stack.models_dir / SERVED_MODEL_NAME
-    standin = HubStandin(repos={"standin/tiny-ja": Repo(model), "standin/gated": Repo(model, gated=True)})
+    standin = HubStandin(
+        repos={"standin/tiny-ja": Repo(model), "standin/gated": Repo(model, gated=True)}
+    )
     server = standin.serve(docker_host_address())
     host, port = server.server_address[:2]
     yield standin, f"http://{host}:{port}"
@@ -101,8 +138,17 @@ def failing(stack):
             stack.compose("up", "-d", "--no-deps", "gateway", "pyfunc")
             return None, 0.0
         started = time.monotonic()
-        up = stack.compose("up", "-d", "--no-deps", "--wait", "--wait-timeout", str(FAIL_WITHIN_S + 60),
-                           "gateway", "pyfunc", check=False)
+        up = stack.compose(
+            "up",
+            "-d",
+            "--no-deps",
+            "--wait",
+            "--wait-timeout",
+            str(FAIL_WITHIN_S + 60),
+            "gateway",
+            "pyfunc",
+            check=False,
+        )
         took = time.monotonic() - started
         # `up --wait` stops at the model's failure; the gateway was recreated beside it.
         stack.compose("up", "-d", "--no-deps", "--wait", "gateway")
@@ -122,7 +168,9 @@ def test_a_healthy_model_server_says_so_in_its_healthcheck(stack):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_problem_waiting_cannot_fix_stops_the_model_fast_and_says_why_everywhere(stack, failing, hub, case):
+def test_a_problem_waiting_cannot_fix_stops_the_model_fast_and_says_why_everywhere(
+    stack, failing, hub, case
+):
     make_env, endpoint, words = CASES[case]
     up, took = failing(make_env(stack.models_dir, hub[1]))
 
@@ -136,9 +184,15 @@ def test_a_problem_waiting_cannot_fix_stops_the_model_fast_and_says_why_everywhe
     # Through the UI's path: the gateway is up, and the endpoint's 503 says why.
     status, body = stack.invoke(endpoint, {"messages": [{"role": "user", "content": "こんにちは"}]})
     text = json.dumps(body, ensure_ascii=False)
-    assert status == 503 and "failed" in text and all(w.replace("$", "") in text.replace("$", "") for w in words), text
+    assert (
+        status == 503
+        and "failed" in text
+        and all(w.replace("$", "") in text.replace("$", "") for w in words)
+    ), text
     # The UI answers and lists the experiments.
-    status, body = stack.request("POST", "ajax-api/2.0/mlflow/experiments/search", {"max_results": 10})
+    status, body = stack.request(
+        "POST", "ajax-api/2.0/mlflow/experiments/search", {"max_results": 10}
+    )
     assert status == 200 and body["experiments"], body
 
     # No crash loop: still stopped a while later.
@@ -148,7 +202,8 @@ def test_a_problem_waiting_cannot_fix_stops_the_model_fast_and_says_why_everywhe
 
 
 def test_a_first_start_downloads_in_the_background_and_rides_out_a_dropped_connection(
-        stack, failing, hub, stack_reference_model):
+    stack, failing, hub, stack_reference_model
+):
     standin, url = hub
     # About 6 s for the weights, and a connection that drops mid-file more often than
     # huggingface_hub retries on its own (5 times): the model server's own retry takes over.
@@ -159,30 +214,46 @@ def test_a_first_start_downloads_in_the_background_and_rides_out_a_dropped_conne
     seen: list[str] = []
     deadline = time.monotonic() + 240
     while True:
-        status, body = stack.invoke(SERVED_MODEL_NAME, {"messages": [{"role": "user", "content": "こんにちは"}],
-                                                        "max_tokens": 4})
+        status, body = stack.invoke(
+            SERVED_MODEL_NAME,
+            {"messages": [{"role": "user", "content": "こんにちは"}], "max_tokens": 4},
+        )
         if status == 200:
             break
         assert status == 503 and time.monotonic() < deadline, body
         seen.append(json.dumps(body, ensure_ascii=False))
         # Meanwhile the UI answers and lists the experiments.
-        listed, experiments = stack.request("POST", "ajax-api/2.0/mlflow/experiments/search", {"max_results": 5})
+        listed, experiments = stack.request(
+            "POST", "ajax-api/2.0/mlflow/experiments/search", {"max_results": 5}
+        )
         assert listed == 200 and experiments["experiments"], experiments
         time.sleep(0.3)
     said = "\n".join(seen)
     logs = stack.compose("logs", "--no-log-prefix", "pyfunc").stdout
-    assert "(standin/tiny-ja) is downloading" in said and " of 0.59 MB" in said, said[:3000] + logs[-1500:]
+    assert "(standin/tiny-ja) is downloading" in said and " of 0.59 MB" in said, (
+        said[:3000] + logs[-1500:]
+    )
     assert "is retrying after a network error" in said and "RemoteProtocolError" in said, said
 
     up = stack.compose("up", "-d", "--no-deps", "--wait", "pyfunc", check=False)
     assert up.returncode == 0, up.stdout[-2000:]
-    status, body = stack.invoke(SERVED_MODEL_NAME, {"messages": CHAT, "temperature": 0, "max_tokens": 8})
-    assert status == 200 and body["choices"][0]["message"]["content"] == greedy_chat(*stack_reference_model, CHAT, 8)
+    status, body = stack.invoke(
+        SERVED_MODEL_NAME, {"messages": CHAT, "temperature": 0, "max_tokens": 8}
+    )
+    assert status == 200 and body["choices"][0]["message"]["content"] == greedy_chat(
+        *stack_reference_model, CHAT, 8
+    )
     logs = stack.compose("logs", "--no-log-prefix", "pyfunc").stdout
     assert "Downloading standin/tiny-ja: 0.59 of 0.59 MB" in logs, logs[-3000:]
-    assert "Download of standin/tiny-ja interrupted" in logs and "retrying in 2 s" in logs, logs[-3000:]
+    assert "Download of standin/tiny-ja interrupted" in logs and "retrying in 2 s" in logs, logs[
+        -3000:
+    ]
     # The files finished before the connection dropped were not downloaded again.
-    gets = [path for method, path, _ in standin.log if method == "GET" and path.endswith("/tokenizer.json")]
+    gets = [
+        path
+        for method, path, _ in standin.log
+        if method == "GET" and path.endswith("/tokenizer.json")
+    ]
     assert len(gets) == 1, gets
 
 

@@ -36,16 +36,31 @@ def host_server(tiny_model_dir):
     """`transformers serve` on this host, listening only on Docker's bridge address."""
     host, port = docker_host_address(), free_port()
     server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "transformers"), "serve", str(tiny_model_dir), "--host", host,
-         "--port", str(port), "--device", "cpu", "--dtype", "float32"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(Path(sys.executable).parent / "transformers"),
+            "serve",
+            str(tiny_model_dir),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--device",
+            "cpu",
+            "--dtype",
+            "float32",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while True:
         try:
             urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2)
             break
         except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "transformers serve did not start"
+            assert server.poll() is None and time.monotonic() < deadline, (
+                "transformers serve did not start"
+            )
             time.sleep(1)
     yield server, port
     server.terminate()
@@ -57,9 +72,13 @@ def standin_stack(tmp_path_factory, host_server):
     _, port = host_server
     compose_files = ("docker-compose.yml", "tests/integration/compose.openai-standin.yml")
     endpoints = f"net-ts=http://tgi:80/v1, host-ts=http://host.docker.internal:{port}"
-    with running_stack(tmp_path_factory, profile="tgi", project="promptlab-it-openai",
-                       compose_files=compose_files,
-                       extra_env={"OPENAI_COMPATIBLE_ENDPOINTS": endpoints}) as s:
+    with running_stack(
+        tmp_path_factory,
+        profile="tgi",
+        project="promptlab-it-openai",
+        compose_files=compose_files,
+        extra_env={"OPENAI_COMPATIBLE_ENDPOINTS": endpoints},
+    ) as s:
         yield s
 
 
@@ -72,27 +91,47 @@ def test_the_tgi_profile_and_the_external_servers_get_their_endpoints(standin_st
     status, body = standin_stack.gateway_endpoints()
     assert status == 200, body
     providers = {e["name"]: (e["endpoint_type"], e["model"]["provider"]) for e in body["endpoints"]}
-    chat, completions = ("llm/v1/chat", "openai-compatible"), ("llm/v1/completions", "openai-compatible")
+    chat, completions = (
+        ("llm/v1/chat", "openai-compatible"),
+        ("llm/v1/completions", "openai-compatible"),
+    )
     # The engine serves the first model of MODELS; each server has /v1/completions.
-    assert providers == {CHAT: chat, COMPLETIONS: completions, "net-ts": chat, "net-ts-completions": completions,
-                         "host-ts": chat, "host-ts-completions": completions}
+    assert providers == {
+        CHAT: chat,
+        COMPLETIONS: completions,
+        "net-ts": chat,
+        "net-ts-completions": completions,
+        "host-ts": chat,
+        "host-ts-completions": completions,
+    }
 
 
-def test_external_endpoints_are_ai_gateway_endpoints_too_and_answer_there(standin_stack, standin_reference):
+def test_external_endpoints_are_ai_gateway_endpoints_too_and_answer_there(
+    standin_stack, standin_reference
+):
     """The built-in AI Gateway (Playground, judges) gets the engine's and each external server's
     chat endpoint, and a call there reaches the server (issue 13)."""
     standin_stack.wait_for_ai_gateway_endpoints(sorted([CHAT, "host-ts", "net-ts"]))
     messages = [{"role": "user", "content": "日本の首都は？"}]
     for endpoint in ("net-ts", "host-ts"):
-        status, body = standin_stack.request("POST", "gateway/mlflow/v1/chat/completions", {
-            "model": endpoint, "messages": messages, "temperature": 0, "max_tokens": 8})
+        status, body = standin_stack.request(
+            "POST",
+            "gateway/mlflow/v1/chat/completions",
+            {"model": endpoint, "messages": messages, "temperature": 0, "max_tokens": 8},
+        )
         assert status == 200, body
-        assert body["choices"][0]["message"]["content"] == greedy_chat(*standin_reference, messages, 8)
+        assert body["choices"][0]["message"]["content"] == greedy_chat(
+            *standin_reference, messages, 8
+        )
 
 
 @pytest.mark.parametrize("endpoint", [CHAT, "net-ts", "host-ts"])
-def test_japanese_chat_equals_plain_transformers_with_usage(standin_stack, standin_reference, endpoint):
-    status, body = standin_stack.invoke(endpoint, {"messages": QUESTION, "temperature": 0, "max_tokens": 12})
+def test_japanese_chat_equals_plain_transformers_with_usage(
+    standin_stack, standin_reference, endpoint
+):
+    status, body = standin_stack.invoke(
+        endpoint, {"messages": QUESTION, "temperature": 0, "max_tokens": 12}
+    )
     assert status == 200, body
     assert body["choices"][0]["message"]["content"] == greedy_chat(*standin_reference, QUESTION, 12)
     usage = body["usage"]
@@ -102,7 +141,9 @@ def test_japanese_chat_equals_plain_transformers_with_usage(standin_stack, stand
 
 @pytest.mark.parametrize("endpoint", [COMPLETIONS, "host-ts-completions"])
 def test_completions_equal_plain_transformers(standin_stack, standin_reference, endpoint):
-    status, body = standin_stack.invoke(endpoint, {"prompt": "東京は", "temperature": 0, "max_tokens": 6})
+    status, body = standin_stack.invoke(
+        endpoint, {"prompt": "東京は", "temperature": 0, "max_tokens": 6}
+    )
     assert status == 200, body
     assert body["choices"][0]["text"] == greedy_completion(*standin_reference, "東京は", 6)
     assert body["usage"]["completion_tokens"] == 6
@@ -119,8 +160,9 @@ def test_a_stopped_server_is_a_readable_503_naming_it(standin_stack, host_server
     status, body = standin_stack.invoke("host-ts", {"messages": QUESTION, "max_tokens": 4})
     assert status == 503, body
     # The endpoint and the cause, never the server's URL: the message reaches the browser.
-    assert body["message"].startswith("The OpenAI-compatible server of endpoint 'host-ts' is unreachable")
+    assert body["message"].startswith(
+        "The OpenAI-compatible server of endpoint 'host-ts' is unreachable"
+    )
     assert "host.docker.internal" not in body["message"] and str(port) not in body["message"]
     # The other endpoints are unaffected.
     assert standin_stack.invoke("net-ts", {"messages": QUESTION, "max_tokens": 4})[0] == 200
-

@@ -41,28 +41,43 @@ def prompt_of(row: dict) -> str:
     return TEMPLATE.replace("{{ object }}", row["object"]).replace("{{ note }}", row["note"])
 
 
-def evaluate(stack, experiment: str, data: bytes, *args: str, endpoints=(CHAT, SECOND)) -> subprocess.CompletedProcess:
-    command = ["promptlab-eval", "--experiment", experiment, "--template", TEMPLATE, "--data", "-",
-               "--max-tokens", str(MAX_TOKENS), *args]
+def evaluate(
+    stack, experiment: str, data: bytes, *args: str, endpoints=(CHAT, SECOND)
+) -> subprocess.CompletedProcess:
+    command = [
+        "promptlab-eval",
+        "--experiment",
+        experiment,
+        "--template",
+        TEMPLATE,
+        "--data",
+        "-",
+        "--max-tokens",
+        str(MAX_TOKENS),
+        *args,
+    ]
     for endpoint in endpoints:
         command += ["--endpoint", endpoint]
     return stack.exec_tracking(*command, stdin=data)
 
 
 def runs_of(stack, experiment: str) -> dict[str, dict]:
-    status, body = stack.request("GET", "ajax-api/2.0/mlflow/experiments/get-by-name",
-                                 query={"experiment_name": experiment})
+    status, body = stack.request(
+        "GET", "ajax-api/2.0/mlflow/experiments/get-by-name", query={"experiment_name": experiment}
+    )
     if status != 200:
         return {}
     experiment_id = body["experiment"]["experiment_id"]
-    status, body = stack.request("POST", "ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]})
+    status, body = stack.request(
+        "POST", "ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]}
+    )
     assert status == 200, body
     return {r["info"]["run_name"]: r for r in body.get("runs", [])}
 
 
 def table_of(stack, run_id: str) -> list[dict]:
     table = json.loads(stack.artifact_bytes(run_id, "eval_results_table.json"))
-    return [dict(zip(table["columns"], row)) for row in table["data"]]
+    return [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +88,8 @@ def five_rows_on_two_models(stack):
 
 
 def test_five_rows_on_two_endpoints_make_two_runs_of_five_rows_equal_to_greedy(
-        stack, five_rows_on_two_models, stack_reference_model, stack_reference_model_b):
+    stack, five_rows_on_two_models, stack_reference_model, stack_reference_model_b
+):
     experiment, out = five_rows_on_two_models
     assert out.returncode == 0, out.stderr.decode()
     runs = runs_of(stack, experiment)
@@ -82,7 +98,7 @@ def test_five_rows_on_two_endpoints_make_two_runs_of_five_rows_equal_to_greedy(
         run = runs[f"果物 ({endpoint})"]
         rows = table_of(stack, run["info"]["run_id"])
         assert [r["object"] for r in rows] == [r["object"] for r in ROWS]
-        for got, row in zip(rows, ROWS):
+        for got, row in zip(rows, ROWS, strict=True):
             assert got["prompt"] == prompt_of(row)
             messages = [{"role": "user", "content": prompt_of(row)}]
             assert got["output"] == greedy_chat(*reference, messages, MAX_TOKENS), endpoint
@@ -91,9 +107,13 @@ def test_five_rows_on_two_endpoints_make_two_runs_of_five_rows_equal_to_greedy(
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
         params = {p["key"]: p["value"] for p in run["data"]["params"]}
         assert tags["mlflow.runSourceType"] == "PROMPT_ENGINEERING"
-        assert json.loads(tags["mlflow.loggedArtifacts"]) == [{"path": "eval_results_table.json", "type": "table"}]
+        assert json.loads(tags["mlflow.loggedArtifacts"]) == [
+            {"path": "eval_results_table.json", "type": "table"}
+        ]
         assert params["prompt_template"] == TEMPLATE and params["model_route"] == endpoint
-        assert params["route_type"] == "mlflow_deployment_endpoint" and params["max_tokens"] == str(MAX_TOKENS)
+        assert params["route_type"] == "mlflow_deployment_endpoint" and params["max_tokens"] == str(
+            MAX_TOKENS
+        )
         raw = stack.artifact_bytes(run["info"]["run_id"], "eval_results_table.json").decode("utf-8")
         # Readable UTF-8: JSON escapes only control characters (the random model writes some).
         assert not [e for e in re.findall(r"\\u[0-9a-fA-F]{4}", raw) if int(e[2:], 16) >= 0x20]
@@ -104,7 +124,9 @@ def test_five_rows_on_two_endpoints_make_two_runs_of_five_rows_equal_to_greedy(
 
 def test_the_same_command_again_redoes_nothing(stack, five_rows_on_two_models):
     experiment, _ = five_rows_on_two_models
-    before = {name: table_of(stack, r["info"]["run_id"]) for name, r in runs_of(stack, experiment).items()}
+    before = {
+        name: table_of(stack, r["info"]["run_id"]) for name, r in runs_of(stack, experiment).items()
+    }
     out = evaluate(stack, experiment, csv_bytes(ROWS, "utf-8-sig"), "--run-name", "果物")
     assert out.returncode == 0, out.stderr.decode()
     after = runs_of(stack, experiment)
@@ -112,7 +134,10 @@ def test_the_same_command_again_redoes_nothing(stack, five_rows_on_two_models):
     assert {name: table_of(stack, r["info"]["run_id"]) for name, r in after.items()} == before
     # The summary says every row was reused.
     lines = [line.split(" | ") for line in out.stdout.decode().splitlines()[2:]]
-    assert [(cells[0], cells[1], cells[3]) for cells in lines] == [(CHAT, "5", "5"), (SECOND, "5", "5")]
+    assert [(cells[0], cells[1], cells[3]) for cells in lines] == [
+        (CHAT, "5", "5"),
+        (SECOND, "5", "5"),
+    ]
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(stack, stack_reference_model):
@@ -120,20 +145,28 @@ def test_an_interrupted_run_resumes_where_it_stopped(stack, stack_reference_mode
     rows = [{"object": f"果物{i}", "note": "", "expected": ""} for i in range(40)]
     data = csv_bytes(rows, "utf-8")
     args = ("--run-name", "長い", "--concurrency", "1", "--max-tokens", "32")
-    first = threading.Thread(target=lambda: evaluate(stack, experiment, data, *args, endpoints=(CHAT,)))
+    first = threading.Thread(
+        target=lambda: evaluate(stack, experiment, data, *args, endpoints=(CHAT,))
+    )
     first.start()
     deadline = time.monotonic() + 120
     while True:  # until some answers are saved
         runs = runs_of(stack, experiment)
-        saved = [r for r in table_of(stack, runs["長い"]["info"]["run_id"]) if r["output"]] if runs else []
+        saved = (
+            [r for r in table_of(stack, runs["長い"]["info"]["run_id"]) if r["output"]]
+            if runs
+            else []
+        )
         if len(saved) >= 3:
             break
         assert time.monotonic() < deadline, "no answers were saved"
         time.sleep(0.5)
     # Ctrl-C in the terminal of `docker compose exec`: SIGINT to the command.
-    kill = ("import os, signal\nfor p in os.listdir('/proc'):\n if p.isdigit():\n"
-            "  try: cmd = open(f'/proc/{p}/cmdline', 'rb').read()\n  except OSError: continue\n"
-            "  if b'promptlab-eval' in cmd and b'python' in cmd: os.kill(int(p), signal.SIGINT)\n")
+    kill = (
+        "import os, signal\nfor p in os.listdir('/proc'):\n if p.isdigit():\n"
+        "  try: cmd = open(f'/proc/{p}/cmdline', 'rb').read()\n  except OSError: continue\n"
+        "  if b'promptlab-eval' in cmd and b'python' in cmd: os.kill(int(p), signal.SIGINT)\n"
+    )
     stack.exec_tracking("python", "-c", kill)
     first.join(60)
     run_id = runs_of(stack, experiment)["長い"]["info"]["run_id"]
@@ -146,7 +179,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(stack, stack_reference_mode
     final = table_of(stack, run_id)
     assert [r["object"] for r in final] == [r["object"] for r in rows]
     assert all(r["output"] for r in final)
-    assert [r["output"] for r in final[:len(answered)]] == [r["output"] for r in answered]
+    assert [r["output"] for r in final[: len(answered)]] == [r["output"] for r in answered]
     assert list(runs_of(stack, experiment)) == ["長い"]
     messages = [{"role": "user", "content": prompt_of(rows[-1])}]
     assert final[-1]["output"] == greedy_chat(*stack_reference_model, messages, 32)
@@ -155,7 +188,9 @@ def test_an_interrupted_run_resumes_where_it_stopped(stack, stack_reference_mode
 def test_a_failing_row_is_recorded_and_the_others_are_answered(stack):
     experiment = f"失敗 {uuid.uuid4().hex[:6]}"
     rows = [ROWS[0], {"object": "長い" * 400, "note": "", "expected": ""}, ROWS[1]]
-    out = evaluate(stack, experiment, csv_bytes(rows, "utf-8"), "--run-name", "一部失敗", endpoints=(CHAT,))
+    out = evaluate(
+        stack, experiment, csv_bytes(rows, "utf-8"), "--run-name", "一部失敗", endpoints=(CHAT,)
+    )
     assert out.returncode == 1, out.stderr.decode()
     table = table_of(stack, runs_of(stack, experiment)["一部失敗"]["info"]["run_id"])
     assert table[0]["output"] and table[2]["output"]
@@ -163,14 +198,23 @@ def test_a_failing_row_is_recorded_and_the_others_are_answered(stack):
     assert "| 3 | 1 |" in out.stdout.decode()
 
 
-@pytest.mark.parametrize("data, args, words", [
-    (csv_bytes([{"fruit": "りんご", "note": ""}], "utf-8"), (), "{{ object }} has no column"),
-    (b"", (), "is empty"),
-    (b"\x00\x01\x02binary", (), "looks binary"),
-    (csv_bytes(ROWS, "utf-8"), ("--expect", "answer"), "--expect answer"),
-    (csv_bytes(ROWS, "utf-8"), ("--endpoint", "no-such-endpoint"), "no endpoint no-such-endpoint"),
-])
-def test_bad_input_is_refused_before_any_model_is_called_and_nothing_is_created(stack, data, args, words):
+@pytest.mark.parametrize(
+    "data, args, words",
+    [
+        (csv_bytes([{"fruit": "りんご", "note": ""}], "utf-8"), (), "{{ object }} has no column"),
+        (b"", (), "is empty"),
+        (b"\x00\x01\x02binary", (), "looks binary"),
+        (csv_bytes(ROWS, "utf-8"), ("--expect", "answer"), "--expect answer"),
+        (
+            csv_bytes(ROWS, "utf-8"),
+            ("--endpoint", "no-such-endpoint"),
+            "no endpoint no-such-endpoint",
+        ),
+    ],
+)
+def test_bad_input_is_refused_before_any_model_is_called_and_nothing_is_created(
+    stack, data, args, words
+):
     experiment = f"不正 {uuid.uuid4().hex[:6]}"
     out = evaluate(stack, experiment, data, *args, endpoints=(CHAT,))
     assert out.returncode == 2, out.stderr.decode()
@@ -182,12 +226,21 @@ def test_expected_answers_are_scored(stack, stack_reference_model):
     experiment = f"採点 {uuid.uuid4().hex[:6]}"
     rows = [dict(r) for r in ROWS[:4]]
     for row in rows[:2]:  # two right answers, two wrong ones
-        row["expected"] = greedy_chat(*stack_reference_model, [{"role": "user", "content": prompt_of(row)}],
-                                      MAX_TOKENS)
+        row["expected"] = greedy_chat(
+            *stack_reference_model, [{"role": "user", "content": prompt_of(row)}], MAX_TOKENS
+        )
     rows[2]["expected"] = "違う答え"
     rows[3]["expected"] = "x"
-    out = evaluate(stack, experiment, csv_bytes(rows, "utf-8"), "--expect", "expected", "--run-name", "採点",
-                   endpoints=(CHAT,))
+    out = evaluate(
+        stack,
+        experiment,
+        csv_bytes(rows, "utf-8"),
+        "--expect",
+        "expected",
+        "--run-name",
+        "採点",
+        endpoints=(CHAT,),
+    )
     assert out.returncode == 0, out.stderr.decode()
     run = runs_of(stack, experiment)["採点"]
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
@@ -198,14 +251,25 @@ def test_expected_answers_are_scored(stack, stack_reference_model):
 
 def test_an_mlflow_judge_on_a_local_endpoint_scores_every_row(stack):
     experiment = f"審査 {uuid.uuid4().hex[:6]}"
-    out = evaluate(stack, experiment, csv_bytes(ROWS[:3], "utf-8"), "--run-name", "審査", "--judge", JUDGE,
-                   "--criteria", "答えは丁寧な日本語ですか？", endpoints=(CHAT,))
+    out = evaluate(
+        stack,
+        experiment,
+        csv_bytes(ROWS[:3], "utf-8"),
+        "--run-name",
+        "審査",
+        "--judge",
+        JUDGE,
+        "--criteria",
+        "答えは丁寧な日本語ですか？",
+        endpoints=(CHAT,),
+    )
     assert out.returncode == 0, out.stderr.decode()
     run = runs_of(stack, experiment)["審査"]
     table = table_of(stack, run["info"]["run_id"])
     # The judge model's own verdict, through MLflow's judge and the stack's gateway, per row.
     assert [(r["judge"], r["judge_rationale"]) for r in table] == [
-        ("yes", "The answer follows the criteria.")] * 3
+        ("yes", "The answer follows the criteria.")
+    ] * 3
     assert all(r["output"] for r in table)
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     assert metrics["judge_pass"] == 1.0
@@ -213,7 +277,15 @@ def test_an_mlflow_judge_on_a_local_endpoint_scores_every_row(stack):
 
 
 def test_a_judge_needs_its_criteria_and_a_chat_endpoint(stack):
-    for args, words in ((("--judge", JUDGE), "--judge and --criteria go together"),
-                        (("--judge", f"{JUDGE}-completions", "--criteria", "x"), "needs a chat endpoint")):
-        out = evaluate(stack, f"審査不正 {uuid.uuid4().hex[:6]}", csv_bytes(ROWS, "utf-8"), *args, endpoints=(CHAT,))
+    for args, words in (
+        (("--judge", JUDGE), "--judge and --criteria go together"),
+        (("--judge", f"{JUDGE}-completions", "--criteria", "x"), "needs a chat endpoint"),
+    ):
+        out = evaluate(
+            stack,
+            f"審査不正 {uuid.uuid4().hex[:6]}",
+            csv_bytes(ROWS, "utf-8"),
+            *args,
+            endpoints=(CHAT,),
+        )
         assert out.returncode == 2 and words in out.stderr.decode(), out.stderr.decode()

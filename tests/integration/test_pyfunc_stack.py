@@ -10,11 +10,11 @@ import json
 import re
 
 import yaml
-from reference import greedy_chat, greedy_completion
 from constants import CHAT_ENDPOINT as CHAT
 from constants import COMPLETIONS_ENDPOINT as COMPLETIONS
 from constants import JUDGE_MODEL_NAME as JUDGE
 from constants import SECOND_MODEL_NAME as SECOND
+from reference import greedy_chat, greedy_completion
 from stack import assert_whole_conversation_reaches_the_model
 
 TEMPLATE = "{{ object }}は何色ですか？"
@@ -29,33 +29,49 @@ def test_user_sees_the_endpoints_of_both_models_in_the_prompt_engineering_dialog
     status, body = stack.gateway_endpoints()
     assert status == 200, body
     types = {e["name"]: e["endpoint_type"] for e in body["endpoints"]}
-    assert types == {CHAT: "llm/v1/chat", COMPLETIONS: "llm/v1/completions",
-                     SECOND: "llm/v1/chat", f"{SECOND}-completions": "llm/v1/completions",
-                     JUDGE: "llm/v1/chat", f"{JUDGE}-completions": "llm/v1/completions"}
+    assert types == {
+        CHAT: "llm/v1/chat",
+        COMPLETIONS: "llm/v1/completions",
+        SECOND: "llm/v1/chat",
+        f"{SECOND}-completions": "llm/v1/completions",
+        JUDGE: "llm/v1/chat",
+        f"{JUDGE}-completions": "llm/v1/completions",
+    }
 
 
-def test_user_compares_two_models_with_other_tokenizers_and_chat_templates(stack, stack_reference_model,
-                                                                           stack_reference_model_b):
-    messages = [{"role": "system", "content": "簡潔に。"}, {"role": "user", "content": "りんごは何色ですか？"}]
+def test_user_compares_two_models_with_other_tokenizers_and_chat_templates(
+    stack, stack_reference_model, stack_reference_model_b
+):
+    messages = [
+        {"role": "system", "content": "簡潔に。"},
+        {"role": "user", "content": "りんごは何色ですか？"},
+    ]
     answers = {}
     for endpoint, reference in ((CHAT, stack_reference_model), (SECOND, stack_reference_model_b)):
-        status, body = stack.invoke(endpoint, {"messages": messages, "temperature": 0, "max_tokens": 12})
+        status, body = stack.invoke(
+            endpoint, {"messages": messages, "temperature": 0, "max_tokens": 12}
+        )
         assert status == 200, body
         answers[endpoint] = body["choices"][0]["message"]["content"]
         assert answers[endpoint] == greedy_chat(*reference, messages, 12), endpoint
         assert body["usage"]["completion_tokens"] == 12
-        status, body = stack.invoke(f"{endpoint}-completions", {"prompt": "東京は日本の", "temperature": 0,
-                                                                "max_tokens": 7})
+        status, body = stack.invoke(
+            f"{endpoint}-completions", {"prompt": "東京は日本の", "temperature": 0, "max_tokens": 7}
+        )
         assert status == 200, body
-        assert body["choices"][0]["text"] == greedy_completion(*reference, "東京は日本の", 7), endpoint
+        assert body["choices"][0]["text"] == greedy_completion(*reference, "東京は日本の", 7), (
+            endpoint
+        )
     assert answers[CHAT] != answers[SECOND]
 
 
 def test_user_evaluates_a_japanese_prompt_on_the_chat_endpoint(stack, stack_reference_model):
     prompt = "りんごは何色ですか？"
     # What the UI sends on "Evaluate" for a chat endpoint.
-    status, body = stack.invoke(CHAT, {"messages": [{"role": "user", "content": prompt}],
-                                       "temperature": 0, "max_tokens": 12})
+    status, body = stack.invoke(
+        CHAT,
+        {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": 12},
+    )
     assert status == 200, body
     expected = greedy_chat(*stack_reference_model, [{"role": "user", "content": prompt}], 12)
     assert body["choices"][0]["message"]["content"] == expected
@@ -76,8 +92,9 @@ def test_stop_sequence_cuts_the_answer(stack, stack_reference_model):
     messages = [{"role": "user", "content": "空は何色？"}]
     full = greedy_chat(*stack_reference_model, messages, 16)
     stop = full[4:6]
-    status, body = stack.invoke(CHAT, {"messages": messages, "temperature": 0, "max_tokens": 16,
-                                       "stop": [stop]})
+    status, body = stack.invoke(
+        CHAT, {"messages": messages, "temperature": 0, "max_tokens": 16, "stop": [stop]}
+    )
     assert status == 200, body
     assert body["choices"][0]["message"]["content"] == full[: full.index(stop)]
 
@@ -90,24 +107,34 @@ def test_user_creates_a_run_and_its_artifacts_are_readable_japanese(stack):
     experiment_id = stack.create_experiment("果物の色 / fruit colours")
     value = "りんご🍎 と が (か\u3099)"
     prompt = TEMPLATE.replace("{{ object }}", value)
-    status, answer = stack.invoke(CHAT, {"messages": [{"role": "user", "content": prompt}],
-                                         "temperature": 0, "max_tokens": 8})
+    status, answer = stack.invoke(
+        CHAT, {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": 8}
+    )
     assert status == 200, answer
     output = answer["choices"][0]["message"]["content"] + "\n二行目"
     # The payload the UI posts on "Create run".
-    status, body = stack.request("POST", "ajax-api/2.0/mlflow/runs/create-promptlab-run", {
-        "experiment_id": experiment_id,
-        "run_name": "日本語の実行",
-        "tags": [],
-        "prompt_template": TEMPLATE,
-        "prompt_parameters": [{"key": "object", "value": value}],
-        "model_route": CHAT,
-        "model_parameters": [{"key": "temperature", "value": 0}, {"key": "max_tokens", "value": 8}],
-        "model_input": prompt,
-        "model_output": output,
-        "model_output_parameters": [{"key": "total_tokens", "value": answer["usage"]["total_tokens"]}],
-        "mlflow_version": "3.17.2",
-    })
+    status, body = stack.request(
+        "POST",
+        "ajax-api/2.0/mlflow/runs/create-promptlab-run",
+        {
+            "experiment_id": experiment_id,
+            "run_name": "日本語の実行",
+            "tags": [],
+            "prompt_template": TEMPLATE,
+            "prompt_parameters": [{"key": "object", "value": value}],
+            "model_route": CHAT,
+            "model_parameters": [
+                {"key": "temperature", "value": 0},
+                {"key": "max_tokens", "value": 8},
+            ],
+            "model_input": prompt,
+            "model_output": output,
+            "model_output_parameters": [
+                {"key": "total_tokens", "value": answer["usage"]["total_tokens"]}
+            ],
+            "mlflow_version": "3.17.2",
+        },
+    )
     assert status == 200, body
     run = body["run"]
     assert run["info"]["status"] == "FINISHED"

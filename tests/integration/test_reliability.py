@@ -16,10 +16,11 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from constants import CHAT_ENDPOINT as CHAT
 from constants import REPO
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 USER = [{"role": "user", "content": "りんごは何色ですか？"}]
 
 
@@ -40,12 +41,22 @@ def ui_answers(stack) -> bool:
 
 
 def create_promptlab_run(stack, experiment_id: str, value: str) -> str:
-    status, body = stack.request("POST", "ajax-api/2.0/mlflow/runs/create-promptlab-run", {
-        "experiment_id": experiment_id, "tags": [], "prompt_template": "{{ x }}は何色？",
-        "prompt_parameters": [{"key": "x", "value": value}], "model_route": CHAT,
-        "model_parameters": [{"key": "temperature", "value": 0}], "model_input": f"{value}は何色？",
-        "model_output": "赤", "model_output_parameters": [], "mlflow_version": "3.17.2",
-    })
+    status, body = stack.request(
+        "POST",
+        "ajax-api/2.0/mlflow/runs/create-promptlab-run",
+        {
+            "experiment_id": experiment_id,
+            "tags": [],
+            "prompt_template": "{{ x }}は何色？",
+            "prompt_parameters": [{"key": "x", "value": value}],
+            "model_route": CHAT,
+            "model_parameters": [{"key": "temperature", "value": 0}],
+            "model_input": f"{value}は何色？",
+            "model_output": "赤",
+            "model_output_parameters": [],
+            "mlflow_version": "3.17.2",
+        },
+    )
     assert status == 200, body
     return body["run"]["info"]["run_id"]
 
@@ -67,8 +78,12 @@ def run_is_intact(stack, run_id: str, value: str) -> None:
         (CHAT, {"messages": USER, "max_tokens": -5}, 422, "max_tokens"),
         (CHAT, {"messages": "りんご"}, 422, "messages"),
         ("no-such-endpoint", {"messages": USER}, 404, "no-such-endpoint"),
-        (CHAT, {"messages": [{"role": "user", "content": "りんご " * 400}], "max_tokens": 4}, 400,
-         "context is 512 tokens"),
+        (
+            CHAT,
+            {"messages": [{"role": "user", "content": "りんご " * 400}], "max_tokens": 4},
+            400,
+            "context is 512 tokens",
+        ),
     ],
 )
 def test_bad_input_is_a_fast_4xx_that_names_the_problem(stack, endpoint, payload, status, words):
@@ -81,8 +96,12 @@ def test_bad_input_is_a_fast_4xx_that_names_the_problem(stack, endpoint, payload
 
 
 def test_broken_json_is_a_400(stack):
-    req = urllib.request.Request(f"{stack.url}/ajax-api/2.0/mlflow/gateway-proxy", data=b'{"gateway_path": ',
-                                 method="POST", headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{stack.url}/ajax-api/2.0/mlflow/gateway-proxy",
+        data=b'{"gateway_path": ',
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=10)
     assert e.value.code == 400
@@ -95,51 +114,78 @@ def test_prompt_longer_than_the_context_names_both_token_counts(stack):
 
 
 def test_a_prompt_far_past_the_context_is_refused_before_it_is_tokenized(stack):
-    status, body = stack.invoke(CHAT, {"messages": [{"role": "user", "content": "りんご" * 100_000}]})
+    status, body = stack.invoke(
+        CHAT, {"messages": [{"role": "user", "content": "りんご" * 100_000}]}
+    )
     assert status == 400, body
     assert "bytes of text, more than fits the model's context of 512 tokens" in body["message"]
 
 
 def test_oversized_and_cross_origin_requests_are_refused(stack):
     def post(body: bytes, content_type: str) -> tuple[int, dict]:
-        req = urllib.request.Request(f"{stack.url}/ajax-api/2.0/mlflow/gateway-proxy", data=body,
-                                     method="POST", headers={"Content-Type": content_type})
+        req = urllib.request.Request(
+            f"{stack.url}/ajax-api/2.0/mlflow/gateway-proxy",
+            data=body,
+            method="POST",
+            headers={"Content-Type": content_type},
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, json.loads(resp.read())
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
-    big = json.dumps({"gateway_path": f"gateway/{CHAT}/invocations",
-                      "json_data": {"messages": [{"role": "user", "content": "x" * 9_000_000}]}}).encode()
+    big = json.dumps(
+        {
+            "gateway_path": f"gateway/{CHAT}/invocations",
+            "json_data": {"messages": [{"role": "user", "content": "x" * 9_000_000}]},
+        }
+    ).encode()
     status, body = post(big, "application/json")
     assert status == 413 and "MAX_REQUEST_MB" in body["message"], body
     # A page on another site can POST text/plain without a CORS preflight: refused.
-    small = json.dumps({"gateway_path": f"gateway/{CHAT}/invocations", "json_data": {"messages": USER}}).encode()
+    small = json.dumps(
+        {"gateway_path": f"gateway/{CHAT}/invocations", "json_data": {"messages": USER}}
+    ).encode()
     status, body = post(small, "text/plain")
     assert status == 415, body
     assert ui_answers(stack)
 
 
 def test_huge_max_tokens_is_capped_to_the_context(stack):
-    status, body = stack.invoke(f"{CHAT}-completions", {"prompt": "りんご " * 100, "temperature": 0,
-                                                        "max_tokens": 10**9})
+    status, body = stack.invoke(
+        f"{CHAT}-completions", {"prompt": "りんご " * 100, "temperature": 0, "max_tokens": 10**9}
+    )
     assert status == 200, body
     assert body["usage"]["total_tokens"] == 512
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(json_data=st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=30),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=12,
-), content=st.text(max_size=80))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    json_data=st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers()
+        | st.floats(allow_nan=False)
+        | st.text(max_size=30),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+        ),
+        max_leaves=12,
+    ),
+    content=st.text(max_size=80),
+)
 def test_random_json_and_unicode_never_break_the_proxy(stack, json_data, content):
-    """Property: any JSON body gets an answer or a 4xx, never a 5xx; any Unicode text is answered."""
+    """Property: any JSON body gets an answer or a 4xx, never a 5xx; any Unicode text is
+    answered."""
     status, body = stack.invoke(CHAT, json_data)
     assert status < 500, (json_data, body)
-    status, body = stack.invoke(CHAT, {"messages": [{"role": "user", "content": content}],
-                                       "temperature": 0, "max_tokens": 2})
+    status, body = stack.invoke(
+        CHAT,
+        {"messages": [{"role": "user", "content": content}], "temperature": 0, "max_tokens": 2},
+    )
     assert status == 200, (content, body)
 
 
@@ -149,7 +195,9 @@ def test_model_server_down_is_a_503_naming_it_and_the_ui_stays_usable(stack):
     try:
         status, body = stack.invoke(CHAT, {"messages": USER})
         assert status == 503, body
-        assert "pyfunc" in body["message"] and ("starting" in body["message"] or "down" in body["message"])
+        assert "pyfunc" in body["message"] and (
+            "starting" in body["message"] or "down" in body["message"]
+        )
         # The service and the cause, never an internal URL or exception text.
         assert "http://" not in body["message"] and ":8080" not in body["message"], body
         status, endpoints = stack.gateway_endpoints()
@@ -163,21 +211,33 @@ def test_model_server_down_is_a_503_naming_it_and_the_ui_stays_usable(stack):
 
 def test_killed_model_process_comes_back_by_restart_policy(stack):
     container = stack.compose("ps", "-q", "pyfunc").stdout.strip()
-    pid = int(subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", container],
-                             capture_output=True, text=True, check=True).stdout)
+    pid = int(
+        subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Pid}}", container],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     os.kill(pid, signal.SIGKILL)  # a crash, not a `docker stop`
     time.sleep(2)
     wait_healthy(stack, "pyfunc")
-    restarts = subprocess.run(["docker", "inspect", "-f", "{{.RestartCount}}", container],
-                              capture_output=True, text=True, check=True).stdout.strip()
+    restarts = subprocess.run(
+        ["docker", "inspect", "-f", "{{.RestartCount}}", container],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert int(restarts) >= 1
     assert ui_answers(stack)
 
 
 def test_docker_stop_lets_the_requests_in_flight_finish(stack):
     def long_request(temperature: float):
-        status, body = stack.invoke(f"{CHAT}-completions", {
-            "prompt": "りんご", "temperature": temperature, "max_tokens": 480})
+        status, body = stack.invoke(
+            f"{CHAT}-completions",
+            {"prompt": "りんご", "temperature": temperature, "max_tokens": 480},
+        )
         return status, body, time.monotonic()
 
     with ThreadPoolExecutor(8) as pool:
@@ -214,7 +274,9 @@ def test_down_without_volumes_keeps_data(stack):
 
 def test_a_backup_taken_while_running_brings_every_run_back_after_its_volumes_are_gone(stack):
     experiment_id = stack.create_experiment(f"backup {time.time()}")
-    run_ids = {value: create_promptlab_run(stack, experiment_id, value) for value in ("かき", "なし")}
+    run_ids = {
+        value: create_promptlab_run(stack, experiment_id, value) for value in ("かき", "なし")
+    }
     backup = stack.exec_tracking("promptlab-backup")
     assert backup.returncode == 0 and backup.stdout[:512].strip(), backup.stderr.decode()[-2000:]
     assert "promptlab-backup:" in backup.stderr.decode()
@@ -223,17 +285,26 @@ def test_a_backup_taken_while_running_brings_every_run_back_after_its_volumes_ar
     # both of its volumes.
     stack.compose("rm", "-sfv", "tracking", "db-upgrade")
     for volume in ("mlflow-db", "mlflow-artifacts"):
-        subprocess.run(["docker", "volume", "rm", f"{stack.project}_{volume}"], check=True, capture_output=True)
+        subprocess.run(
+            ["docker", "volume", "rm", f"{stack.project}_{volume}"], check=True, capture_output=True
+        )
     stack.compose("up", "-d", "--no-deps", "--wait", "tracking")
-    status, _ = stack.request("GET", "ajax-api/2.0/mlflow/runs/get", query={"run_id": run_ids["かき"]})
+    status, _ = stack.request(
+        "GET", "ajax-api/2.0/mlflow/runs/get", query={"run_id": run_ids["かき"]}
+    )
     assert status == 404
 
     refused = stack.exec_tracking("promptlab-restore", stdin=backup.stdout)
     assert refused.returncode == 2 and "stop it first" in refused.stderr.decode()
     stack.compose("stop", "tracking")
-    restore = subprocess.run([*stack.compose_command, "run", "--rm", "-T",
-                              "--no-deps", "tracking", "promptlab-restore"], cwd=REPO, env=stack.env,
-                             input=backup.stdout, capture_output=True, timeout=300)
+    restore = subprocess.run(
+        [*stack.compose_command, "run", "--rm", "-T", "--no-deps", "tracking", "promptlab-restore"],
+        cwd=REPO,
+        env=stack.env,
+        input=backup.stdout,
+        capture_output=True,
+        timeout=300,
+    )
     assert restore.returncode == 0, restore.stderr.decode()[-2000:]
     stack.compose("up", "-d", "--no-deps", "--wait", "tracking")
     for value, run_id in run_ids.items():
@@ -245,8 +316,14 @@ def test_200_requests_at_concurrency_16_without_failure_or_lost_run(stack):
     experiment_id = stack.create_experiment(f"負荷 {time.time()}")
 
     def one(i: int):
-        status, body = stack.invoke(CHAT, {"messages": [{"role": "user", "content": f"質問{i}"}],
-                                           "temperature": 0, "max_tokens": 8})
+        status, body = stack.invoke(
+            CHAT,
+            {
+                "messages": [{"role": "user", "content": f"質問{i}"}],
+                "temperature": 0,
+                "max_tokens": 8,
+            },
+        )
         run_id = create_promptlab_run(stack, experiment_id, f"値{i}") if i % 4 == 0 else None
         return status, body, run_id
 
@@ -256,8 +333,11 @@ def test_200_requests_at_concurrency_16_without_failure_or_lost_run(stack):
     assert not failures, failures[:3]
     run_ids = {r for _, _, r in results if r}
     assert len(run_ids) == 50
-    status, body = stack.request("POST", "ajax-api/2.0/mlflow/runs/search",
-                                 {"experiment_ids": [experiment_id], "max_results": 1000})
+    status, body = stack.request(
+        "POST",
+        "ajax-api/2.0/mlflow/runs/search",
+        {"experiment_ids": [experiment_id], "max_results": 1000},
+    )
     assert {r["info"]["run_id"] for r in body["runs"]} == run_ids
 
 
@@ -270,16 +350,33 @@ def test_64_prompts_at_once_against_a_queue_of_16_are_answered_or_refused_fast(s
         stack.compose("up", "-d", "--no-deps", "--wait", "pyfunc")
 
         def one(i: int):
-            body = json.dumps({"gateway_path": f"gateway/{CHAT}/invocations", "json_data": {
-                "messages": [{"role": "user", "content": f"質問{i}"}], "temperature": 0, "max_tokens": 48}})
-            request = urllib.request.Request(f"{stack.url}/ajax-api/2.0/mlflow/gateway-proxy", data=body.encode(),
-                                             headers={"Content-Type": "application/json"}, method="POST")
+            body = json.dumps(
+                {
+                    "gateway_path": f"gateway/{CHAT}/invocations",
+                    "json_data": {
+                        "messages": [{"role": "user", "content": f"質問{i}"}],
+                        "temperature": 0,
+                        "max_tokens": 48,
+                    },
+                }
+            )
+            request = urllib.request.Request(
+                f"{stack.url}/ajax-api/2.0/mlflow/gateway-proxy",
+                data=body.encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
             started = time.monotonic()
             try:
                 with urllib.request.urlopen(request, timeout=300) as r:
                     return r.status, json.loads(r.read()), None, time.monotonic() - started
             except urllib.error.HTTPError as e:
-                return e.code, json.loads(e.read()), e.headers.get("Retry-After"), time.monotonic() - started
+                return (
+                    e.code,
+                    json.loads(e.read()),
+                    e.headers.get("Retry-After"),
+                    time.monotonic() - started,
+                )
 
         with ThreadPoolExecutor(64) as pool:
             results = list(pool.map(one, range(64)))
@@ -289,22 +386,36 @@ def test_64_prompts_at_once_against_a_queue_of_16_are_answered_or_refused_fast(s
         stack.compose("up", "-d", "--no-deps", "--wait", "pyfunc")
     answered = [b for s, b, _, _ in results if s == 200]
     refused = [(b, retry, took) for s, b, retry, took in results if s == 429]
-    assert len(answered) + len(refused) == 64, [(s, b) for s, b, _, _ in results if s not in (200, 429)][:3]
+    assert len(answered) + len(refused) == 64, [
+        (s, b) for s, b, _, _ in results if s not in (200, 429)
+    ][:3]
     assert refused and answered, (len(answered), len(refused))
     assert all(b["choices"][0]["message"]["content"] is not None for b in answered)
-    for body, retry, took in refused:
-        assert retry == "1" and "MAX_QUEUED_REQUESTS=16" in body["message"] and "busy" in body["message"], body
-    print(f"overload: {len(answered)} answered, {len(refused)} refused, slowest refusal "
-          f"{max(t for _, _, t in refused):.2f} s")
+    for body, retry, _took in refused:
+        assert (
+            retry == "1"
+            and "MAX_QUEUED_REQUESTS=16" in body["message"]
+            and "busy" in body["message"]
+        ), body
+    print(
+        f"overload: {len(answered)} answered, {len(refused)} refused, slowest refusal "
+        f"{max(t for _, _, t in refused):.2f} s"
+    )
     assert max(t for _, _, t in refused) < 5
 
 
 # -- exposure -----------------------------------------------------------------------------------
 def test_only_the_ui_is_published_and_containers_run_as_non_root(stack):
-    for service in ("tracking", "gateway", "pyfunc", "tls"):
+    for service in ("tracking", "endpoint-sync", "gateway", "pyfunc", "tls"):
         container = stack.compose("ps", "-q", service).stdout.strip()
-        ports = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .NetworkSettings.Ports}}",
-                                           container], capture_output=True, text=True, check=True).stdout)
+        ports = json.loads(
+            subprocess.run(
+                ["docker", "inspect", "-f", "{{json .NetworkSettings.Ports}}", container],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
         published = {k: v for k, v in (ports or {}).items() if v}
         if service == "tracking":
             assert [b["HostIp"] for b in published["5000/tcp"]] == ["127.0.0.1"]
@@ -319,17 +430,30 @@ def test_only_the_ui_is_published_and_containers_run_as_non_root(stack):
 
 
 def test_every_service_of_ours_is_locked_down_and_its_code_is_not_writable(stack):
-    for service in ("tracking", "gateway", "pyfunc", "tls"):
+    for service in ("tracking", "endpoint-sync", "gateway", "pyfunc", "tls"):
         container = stack.compose("ps", "-q", service).stdout.strip()
-        host = json.loads(subprocess.run(["docker", "inspect", "-f", "{{json .HostConfig}}", container],
-                                         capture_output=True, text=True, check=True).stdout)
-        assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"], service
+        host = json.loads(
+            subprocess.run(
+                ["docker", "inspect", "-f", "{{json .HostConfig}}", container],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+        )
+        assert host["CapDrop"] == ["ALL"] and "no-new-privileges:true" in host["SecurityOpt"], (
+            service
+        )
         assert host["ReadonlyRootfs"] is True and host["PidsLimit"] == 1024, service
         assert host["LogConfig"]["Config"] == {"max-size": "10m", "max-file": "3"}, service
         # The app user can write its scratch space, not the root file system or its own code.
         assert stack.compose("exec", "-T", service, "touch", "/tmp/x", check=False).returncode == 0
         # Its home too (basic auth writes its config there).
-        assert stack.compose("exec", "-T", service, "sh", "-c", "touch $HOME/x", check=False).returncode == 0, service
+        assert (
+            stack.compose(
+                "exec", "-T", service, "sh", "-c", "touch $HOME/x", check=False
+            ).returncode
+            == 0
+        ), service
         for path in ("/opt/venv/bin/python", "/usr/local/x"):
             touch = stack.compose("exec", "-T", service, "touch", path, check=False)
             assert touch.returncode != 0, f"{service} can write {path}"
@@ -339,9 +463,17 @@ def test_no_secret_reaches_an_image_layer(stack):
     """HF_TOKEN and OPENAI_API_KEY are run-time environment only: not in any layer or image env."""
     for service in ("tracking", "gateway", "pyfunc", "tls"):
         image = f"{stack.env['IMAGE_PREFIX']}/{service}:latest"
-        history = subprocess.run(["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
-                                 capture_output=True, text=True, check=True).stdout
-        env = subprocess.run(["docker", "image", "inspect", "-f", "{{json .Config.Env}}", image],
-                             capture_output=True, text=True, check=True).stdout
+        history = subprocess.run(
+            ["docker", "history", "--no-trunc", "--format", "{{.CreatedBy}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        env = subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{json .Config.Env}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         for secret in ("HF_TOKEN", "OPENAI_API_KEY"):
             assert secret not in history and secret not in env, f"{secret} in {image}"

@@ -25,30 +25,41 @@ def detail_body(message: str) -> bytes:
 
 def mlflow_error_body(message: str) -> bytes:
     """MLflow's REST error shape, as the scoring server answers its other errors."""
-    return json.dumps({"error_code": "INVALID_PARAMETER_VALUE", "message": message},
-                      ensure_ascii=False).encode("utf-8")
+    return json.dumps(
+        {"error_code": "INVALID_PARAMETER_VALUE", "message": message}, ensure_ascii=False
+    ).encode("utf-8")
 
 
 class BodyLimit:
     """Answer 413 for a request body over `max_bytes`; `error_body(message)` shapes the answer."""
 
-    def __init__(self, app, max_bytes: int, service: str,
-                 error_body: Callable[[str], bytes] = detail_body) -> None:
+    def __init__(
+        self, app, max_bytes: int, service: str, error_body: Callable[[str], bytes] = detail_body
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.service = service  # named in the message: which hop refused
         self.error_body = error_body
 
     def _message(self, size: int | None) -> str:
-        what = f"is {size:,} bytes" if size is not None else f"is larger than {self.max_bytes:,} bytes"
+        what = (
+            f"is {size:,} bytes" if size is not None else f"is larger than {self.max_bytes:,} bytes"
+        )
         return f"The request body {what}; {self.service} takes at most {self.max_bytes:,} ({KNOB})"
 
     async def _refuse(self, send, size: int | None) -> None:
         body = self.error_body(self._message(size))
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope, receive, send) -> None:

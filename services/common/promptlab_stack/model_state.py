@@ -17,10 +17,19 @@ import os
 import time
 from pathlib import Path
 
-STATE_PATH = Path("/state/model-server.json")
+from promptlab_stack.topology import MODEL_STATE_PATH
+
+STATE_PATH = MODEL_STATE_PATH
 
 QUEUED, DOWNLOADING, LOADING, RETRYING, READY, FAILED, ON_DEMAND = (
-    "queued", "downloading", "loading", "retrying", "ready", "failed", "on demand")
+    "queued",
+    "downloading",
+    "loading",
+    "retrying",
+    "ready",
+    "failed",
+    "on demand",
+)
 
 
 def write_state(models: dict[str, dict], path: Path = STATE_PATH, *, stopped: bool = False) -> None:
@@ -50,5 +59,7 @@ def failure_of(endpoint: str | None, path: Path = STATE_PATH) -> str | None:
         return None
     models = state["models"]
     entries = [models[endpoint]] if endpoint in models else list(models.values())
-    failed = [m.get("message", "") for m in entries if isinstance(m, dict) and m.get("state") == FAILED]
+    failed = [
+        m.get("message", "") for m in entries if isinstance(m, dict) and m.get("state") == FAILED
+    ]
     return "; ".join(failed) or None

@@ -59,8 +59,11 @@ def main(argv: list[str]) -> int:
 
     def forward(signum, _frame):
         received.append(signum)
-        print(f"run-and-drain: {signal.Signals(signum).name}: draining in-flight requests",
-              file=sys.stderr, flush=True)
+        print(
+            f"run-and-drain: {signal.Signals(signum).name}: draining in-flight requests",
+            file=sys.stderr,
+            flush=True,
+        )
         if pgid is not None:
             try:
                 os.killpg(pgid, signum)
@@ -76,7 +79,11 @@ def main(argv: list[str]) -> int:
     status = child.wait()
     if not received and group_alive(pgid):
         # The command exited on its own: its leftovers must not keep the container up.
-        print("run-and-drain: the command exited; stopping the processes it left", file=sys.stderr, flush=True)
+        print(
+            "run-and-drain: the command exited; stopping the processes it left",
+            file=sys.stderr,
+            flush=True,
+        )
         os.killpg(pgid, signal.SIGTERM)
         deadline = time.monotonic() + LEFTOVER_GRACE_S
         while group_alive(pgid) and time.monotonic() < deadline:

@@ -177,8 +177,10 @@ def check_unique_endpoints(names: list[str], knob: str) -> None:
     for name in names:
         for endpoint in (name, f"{name}-completions"):
             if endpoint in seen:
-                raise ValueError(f"{knob}: the endpoint name {endpoint!r} comes twice "
-                                 f"(from {seen[endpoint]!r} and {name!r}); name the entries apart")
+                raise ValueError(
+                    f"{knob}: the endpoint name {endpoint!r} comes twice "
+                    f"(from {seen[endpoint]!r} and {name!r}); name the entries apart"
+                )
             seen[endpoint] = name
 
 
@@ -189,8 +191,11 @@ class ModelChoice(Settings):
     wins when both are set."""
 
     models: Annotated[str, checked_by(parse_models)] = Field(
-        "", description="comma-separated [endpoint_name=]model entries")
-    model_id: str = Field(DEFAULT_MODEL_ID, description="a Hugging Face repo id or a /models/<folder> path")
+        "", description="comma-separated [endpoint_name=]model entries"
+    )
+    model_id: str = Field(
+        DEFAULT_MODEL_ID, description="a Hugging Face repo id or a /models/<folder> path"
+    )
     served_model_name: str = Field(
         "", description="an endpoint name of ASCII letters, digits, '-', '_' and '.'"
     )
@@ -199,7 +204,9 @@ class ModelChoice(Settings):
     def served_models(self) -> list[ServedModel]:
         if self.models:
             return parse_models(self.models)
-        return [ServedModel(self.served_model_name or endpoint_name_of(self.model_id), self.model_id)]
+        return [
+            ServedModel(self.served_model_name or endpoint_name_of(self.model_id), self.model_id)
+        ]
 
     @property
     def endpoint_name(self) -> str:
@@ -212,7 +219,9 @@ class ModelChoice(Settings):
             return self
         name = self.served_models[0].endpoint
         if not is_valid_endpoint_name(name):
-            source = "SERVED_MODEL_NAME" if self.served_model_name else f"MODEL_ID ({self.model_id!r})"
+            source = (
+                "SERVED_MODEL_NAME" if self.served_model_name else f"MODEL_ID ({self.model_id!r})"
+            )
             raise ValueError(
                 f"{source} gives the endpoint name {name!r}, which MLflow does not "
                 "accept: use only ASCII letters, digits, '-', '_' and '.' (set SERVED_MODEL_NAME)"
@@ -236,3 +245,28 @@ class RequestLimit(Settings):
     @property
     def max_request_bytes(self) -> int:
         return int(self.max_request_mb * 1e6)
+
+
+class AdminLogin(Settings):
+    """Basic auth on the tracking server: on when an admin password is set. The tracking server
+    creates its admin from these; the endpoint sync and `promptlab-eval` log in with them."""
+
+    mlflow_auth_admin_username: str = "admin"
+    mlflow_auth_admin_password: str = ""
+
+    @property
+    def basic_auth(self) -> bool:
+        return bool(self.mlflow_auth_admin_password)
+
+
+class StackGateway(Settings):
+    """Our gateway, as docker-compose.yml wires it (MLFLOW_DEPLOYMENTS_TARGET)."""
+
+    mlflow_deployments_target: str = Field("", description="the gateway's http(s) URL")
+
+    @property
+    def gateway_api_base(self) -> str:
+        """Our gateway's OpenAI API: where the built-in AI Gateway's stack endpoints send their
+        calls (endpoint_sync), the one private upstream the tracking server lets it call (tracking),
+        and where `promptlab-eval --judge` sends its questions."""
+        return self.mlflow_deployments_target.rstrip("/") + "/v1"

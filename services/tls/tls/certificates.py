@@ -31,8 +31,10 @@ def user_certificate(folder: Path) -> CertificatePair | None:
     if crt.is_file() and key.is_file():
         return CertificatePair(crt, key, generated=False)
     if crt.exists() or key.exists():
-        raise ValueError(f"TLS_CERT_DIR needs both tls.crt and tls.key; found only "
-                         f"{(crt if crt.exists() else key).name}")
+        raise ValueError(
+            f"TLS_CERT_DIR needs both tls.crt and tls.key; found only "
+            f"{(crt if crt.exists() else key).name}"
+        )
     return None
 
 
@@ -57,30 +59,79 @@ def ensure_local_ca(folder: Path) -> tuple[Path, Path]:
     if crt.is_file() and key.is_file():
         return crt, key
     folder.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(crt), "-days", str(CA_DAYS),
-             "-subj", "/CN=promptlab local CA",
-             "-addext", "basicConstraints=critical,CA:TRUE",
-             "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(crt),
+        "-days",
+        str(CA_DAYS),
+        "-subj",
+        "/CN=promptlab local CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     key.chmod(0o600)
     return crt, key
 
 
-def issue_server_certificate(ca: tuple[Path, Path], hostnames: list[str], out: Path) -> CertificatePair:
+def issue_server_certificate(
+    ca: tuple[Path, Path], hostnames: list[str], out: Path
+) -> CertificatePair:
     """A server certificate for `hostnames`, signed by the local CA; the chain (server + CA) and
     its key written to `out`."""
     ca_crt, ca_key = ca
     out.mkdir(parents=True, exist_ok=True)
     key, csr, crt, ext = out / "tls.key", out / "tls.csr", out / "server.crt", out / "tls.ext"
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={hostnames[0]}")
-    ext.write_text(f"subjectAltName={subject_alt_names(hostnames)}\n"
-                   "basicConstraints=critical,CA:FALSE\n"
-                   "keyUsage=critical,digitalSignature\n"
-                   "extendedKeyUsage=serverAuth\n")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_crt), "-CAkey", str(ca_key),
-             "-CAcreateserial", "-CAserial", str(out / "ca.srl"), "-out", str(crt),
-             "-days", str(SERVER_DAYS), "-sha256", "-extfile", str(ext))
+    _openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        f"/CN={hostnames[0]}",
+    )
+    ext.write_text(
+        f"subjectAltName={subject_alt_names(hostnames)}\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\n"
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca_crt),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-CAserial",
+        str(out / "ca.srl"),
+        "-out",
+        str(crt),
+        "-days",
+        str(SERVER_DAYS),
+        "-sha256",
+        "-extfile",
+        str(ext),
+    )
     chain = out / "tls.crt"
     chain.write_bytes(crt.read_bytes() + ca_crt.read_bytes())
     key.chmod(0o600)

@@ -9,10 +9,9 @@ tracking server a little longer than the tracking server waits for a generation 
 from __future__ import annotations
 
 from promptlab_stack.timings import tls_proxy_timeout
-
+from promptlab_stack.topology import TLS, TRACKING
 from tls.certificates import CertificatePair
 from tls.settings import TlsSettings
-from promptlab_stack.topology import TLS, TRACKING
 
 LISTEN_PORT = TLS.port
 UPSTREAM = f"{TRACKING.name}:{TRACKING.port}"
@@ -20,8 +19,14 @@ DOCKER_DNS = "127.0.0.11"
 RUN_DIR = "/tmp/nginx"
 
 
-def render(settings: TlsSettings, certificate: CertificatePair, upstream: str = UPSTREAM,
-           port: int = LISTEN_PORT, run_dir: str = RUN_DIR, resolver: str = DOCKER_DNS) -> str:
+def render(
+    settings: TlsSettings,
+    certificate: CertificatePair,
+    upstream: str = UPSTREAM,
+    port: int = LISTEN_PORT,
+    run_dir: str = RUN_DIR,
+    resolver: str = DOCKER_DNS,
+) -> str:
     timeout = tls_proxy_timeout(settings.generation_timeout_seconds)
     body_kb = max(1, settings.max_request_bytes // 1024)
     return f"""\

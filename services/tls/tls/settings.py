@@ -21,7 +21,8 @@ def check_hostnames(value: str) -> None:
 class TlsSettings(GenerationTimeout, RequestLimit):
     # The names the generated certificate is valid for (ignored with your own certificate).
     tls_hostnames: Annotated[str, checked_by(check_hostnames)] = Field(
-        "localhost,127.0.0.1", description="comma-separated host names or IP addresses")
+        "localhost,127.0.0.1", description="comma-separated host names or IP addresses"
+    )
 
     @property
     def hostnames(self) -> list[str]:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from promptlab_stack.settings import SettingsError
 from promptlab_stack.stop import stop_service
-
 from tls.certificates import ensure_local_ca, issue_server_certificate, user_certificate
 from tls.nginx_config import RUN_DIR, render
 from tls.settings import TlsSettings
@@ -29,8 +28,11 @@ def main() -> int:
     if certificate is None:
         ca = ensure_local_ca(CA_DIR)
         certificate = issue_server_certificate(ca, settings.hostnames, Path(RUN_DIR) / "certs")
-        print(f"tls proxy: certificate for {', '.join(settings.hostnames)} signed by the local CA "
-              f"({ca[0]}; trust it with: docker compose cp tls:{ca[0]} promptlab-ca.crt)", file=sys.stderr)
+        print(
+            f"tls proxy: certificate for {', '.join(settings.hostnames)} signed by the local CA "
+            f"({ca[0]}; trust it with: docker compose cp tls:{ca[0]} promptlab-ca.crt)",
+            file=sys.stderr,
+        )
     else:
         print(f"tls proxy: using {certificate.certificate} from TLS_CERT_DIR", file=sys.stderr)
     Path(RUN_DIR).mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,7 @@ def create_app(app=None):
     settings = TrackingSettings.from_env()
     wrap_promptlab_views(app)
     if settings.mlflow_deployments_target:
-        trust_stack_gateway(settings.stack_gateway_api_base)
+        trust_stack_gateway(settings.gateway_api_base)
     authenticate = None
     if settings.basic_auth:
         # `--app-name` takes one app, so basic auth is chained here: MLflow's own auth factory

@@ -15,14 +15,12 @@ to every call and capped how much the UI gained from prompts in flight.
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from promptlab_stack.body_limit import drop_some
 from promptlab_stack.error_body import readable_message
 from promptlab_stack.http_pool import SessionPool
 from promptlab_stack.timings import UI_PROXY_POOL_KEEPALIVE_S
-
 from tracking.mlflow_compat import add_route_before_flask, on_shutdown, validate_gateway_path
 
 # MLflow error codes for the statuses the gateway answers with (the UI shows `message`).
@@ -68,6 +66,10 @@ def gateway_request(target: str, method: str, args) -> tuple[str, str, dict | No
         validate_gateway_path(method, gateway_path)
     except MlflowException as e:
         raise ProxyError(400, e.message) from None
+    if not isinstance(
+        gateway_path, str
+    ):  # MLflow's check refuses it too; this tells the type checker
+        raise ProxyError(400, "The gateway proxy request needs gateway_path, a string")
     json_data = args.get("json_data") if method == "POST" else None
     return gateway_path, f"{target.rstrip('/')}/{gateway_path.lstrip('/')}", json_data
 
@@ -128,16 +130,22 @@ async def read_body(request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         await drop_some(request.stream(), limit, int(declared))
-        raise ProxyError(413, f"The request body is {int(declared):,} bytes; the UI's gateway proxy takes "
-                              f"at most {limit:,} (MAX_REQUEST_MB)")
+        raise ProxyError(
+            413,
+            f"The request body is {int(declared):,} bytes; the UI's gateway proxy takes "
+            f"at most {limit:,} (MAX_REQUEST_MB)",
+        )
     body = bytearray()
     stream = request.stream()
     async for chunk in stream:
         body += chunk
         if len(body) > limit:
             await drop_some(stream, limit)
-            raise ProxyError(413, f"The request body is larger than {limit:,} bytes, the most the UI's "
-                                  "gateway proxy takes (MAX_REQUEST_MB)")
+            raise ProxyError(
+                413,
+                f"The request body is larger than {limit:,} bytes, the most the UI's "
+                "gateway proxy takes (MAX_REQUEST_MB)",
+            )
     return bytes(body)
 
 
@@ -147,8 +155,12 @@ def _not_json(constant: str):
     raise ValueError(f"{constant} is not a JSON number")
 
 
-def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate=None,
-                                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+def make_gateway_proxy_endpoint(
+    client: GatewayClient,
+    target: str,
+    authenticate=None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+):
     """The route's endpoint. `target` is the gateway's URL (empty: no gateway). `authenticate
     (request)`, given when MLflow's basic auth is on, returns the user, None, or a response to send
     instead (a login challenge): MLflow's auth middleware does not check this route itself."""
@@ -169,7 +181,8 @@ def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate
             if user is None:
                 return PlainTextResponse(
                     "You are not authenticated: this MLflow server needs a username and password.",
-                    status_code=401, headers={"WWW-Authenticate": 'Basic realm="mlflow"'},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Basic realm="mlflow"'},
                 )
         if not target:
             return answer(200, NO_GATEWAY_ANSWER)
@@ -181,8 +194,11 @@ def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate
                 # A cross-site form or text/plain POST needs no CORS preflight: only JSON is taken.
                 media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
                 if media_type != "application/json":
-                    raise ProxyError(415, "The UI's gateway proxy takes application/json request bodies, "
-                                          f"not {media_type or 'a body without a Content-Type'}")
+                    raise ProxyError(
+                        415,
+                        "The UI's gateway proxy takes application/json request bodies, "
+                        f"not {media_type or 'a body without a Content-Type'}",
+                    )
                 body = await read_body(request, max_body_bytes)
                 try:
                     args = json.loads(body, parse_constant=_not_json)
@@ -191,11 +207,15 @@ def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate
             gateway_path, url, json_data = gateway_request(target, method, args)
             try:
                 status, body = await client.request(method, url, json_data)
-            except asyncio.TimeoutError:
-                raise ProxyError(504, "The MLflow AI Gateway (service gateway) did not answer in time") from None
+            except TimeoutError:
+                raise ProxyError(
+                    504, "The MLflow AI Gateway (service gateway) did not answer in time"
+                ) from None
             except aiohttp.ClientConnectionError:
                 raise ProxyError(
-                    503, "The MLflow AI Gateway (service gateway) is unreachable: it is starting or down"
+                    503,
+                    "The MLflow AI Gateway (service gateway) is unreachable: "
+                    "it is starting or down",
                 ) from None
         except ProxyError as e:
             return answer(e.status, error_body(e.status, e.message))
@@ -206,11 +226,20 @@ def make_gateway_proxy_endpoint(client: GatewayClient, target: str, authenticate
 
 def gateway_proxy_paths(flask_app) -> list[str]:
     """The URL(s) MLflow routes the UI's gateway proxy at (with any static prefix)."""
-    return sorted({rule.rule for rule in flask_app.url_map.iter_rules() if rule.rule.endswith(ROUTE_SUFFIX)})
+    return sorted(
+        {rule.rule for rule in flask_app.url_map.iter_rules() if rule.rule.endswith(ROUTE_SUFFIX)}
+    )
 
 
-def install_gateway_proxy(fastapi_app, flask_app, *, target: str, timeout_s: float,
-                          authenticate=None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> list[str]:
+def install_gateway_proxy(
+    fastapi_app,
+    flask_app,
+    *,
+    target: str,
+    timeout_s: float,
+    authenticate=None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+) -> list[str]:
     """Serve the Flask app's gateway-proxy URLs with our route, ahead of the Flask mount; close the
     connection pool with the app. Returns the paths."""
     client = GatewayClient(timeout_s)

@@ -8,7 +8,13 @@ from urllib.parse import urlparse
 
 from pydantic import Field
 
-from promptlab_stack.settings import GenerationTimeout, RequestLimit, checked_by
+from promptlab_stack.settings import (
+    AdminLogin,
+    GenerationTimeout,
+    RequestLimit,
+    StackGateway,
+    checked_by,
+)
 from promptlab_stack.timings import ui_proxy_timeout
 
 # The database URIs this image has a driver for (SQLAlchemy's names).
@@ -38,7 +44,7 @@ def check_artifacts_destination(value: str) -> None:
         raise ValueError("an s3:// destination needs a bucket: s3://bucket/path")
 
 
-class TrackingSettings(GenerationTimeout, RequestLimit):
+class TrackingSettings(GenerationTimeout, RequestLimit, AdminLogin, StackGateway):
     mlflow_workers: int = Field(
         2, ge=1, description="a whole number of worker processes, at least 1"
     )
@@ -47,10 +53,8 @@ class TrackingSettings(GenerationTimeout, RequestLimit):
     mlflow_server_enable_job_execution: bool = Field(False, description="true or false")
     # Host headers accepted besides MLflow's defaults (localhost and private IPs).
     mlflow_allowed_hosts: str = Field("", description="comma-separated host names")
-    # Basic auth for the UI and API is on when an admin password is set. Once it has been on, the
-    # server refuses to start without it unless MLFLOW_AUTH_DISABLE says so (start.py).
-    mlflow_auth_admin_username: str = "admin"
-    mlflow_auth_admin_password: str = ""
+    # Basic auth for the UI and API is on when an admin password is set (AdminLogin). Once it has
+    # been on, the server refuses to start without it unless MLFLOW_AUTH_DISABLE says so (start.py).
     mlflow_auth_disable: bool = Field(False, description="true or false")
     # CSRF key shared by the workers; generated once and kept on the database volume when empty.
     mlflow_flask_server_secret_key: str = ""
@@ -67,25 +71,12 @@ class TrackingSettings(GenerationTimeout, RequestLimit):
     artifacts_destination: Annotated[str, checked_by(check_artifacts_destination)] = Field(
         "", description="a folder path or s3://bucket/path, or empty"
     )
-    # Where the UI's gateway proxy sends prompts (docker-compose.yml wires it to the gateway).
-    mlflow_deployments_target: str = Field("", description="the gateway's http(s) URL")
-
-    @property
-    def stack_gateway_api_base(self) -> str:
-        """The one private upstream the built-in AI Gateway may call: our gateway's OpenAI API,
-        where the endpoint-sync service points the stack's endpoints (endpoint_sync.settings's
-        gateway_api_base; tests/unit/endpoint_sync holds the two equal)."""
-        return self.mlflow_deployments_target.rstrip("/") + "/v1"
 
     def store_uri(self, db_dir) -> str:
         return self.backend_store_uri or f"sqlite:///{db_dir}/mlflow.db"
 
     def artifacts_location(self, artifacts_dir) -> str:
         return self.artifacts_destination or str(artifacts_dir)
-
-    @property
-    def basic_auth(self) -> bool:
-        return bool(self.mlflow_auth_admin_password)
 
     @property
     def ui_proxy_timeout_s(self) -> float:

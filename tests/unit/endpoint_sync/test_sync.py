@@ -100,7 +100,7 @@ def test_only_the_stacks_own_gateway_is_allowed_as_a_private_http_upstream(track
     """The tracking server trusts exactly the upstream the sync registers (two services, one
     URL)."""
     settings, url, _ = tracking
-    assert settings.stack_gateway_api_base == SYNC_SETTINGS.gateway_api_base
+    assert settings.gateway_api_base == SYNC_SETTINGS.gateway_api_base
 
     def create_secret(name, api_base):
         return requests.post(

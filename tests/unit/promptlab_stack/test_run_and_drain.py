@@ -1,4 +1,5 @@
-"""promptlab_stack.run_and_drain: docker stop's SIGTERM reaches the server, which finishes its work."""
+"""promptlab_stack.run_and_drain: docker stop's SIGTERM reaches the server, which finishes its
+work."""
 
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def test_processes_left_behind_by_a_command_that_exits_on_its_own_are_stopped(tm
     # exit so that its restart policy applies.
     pid_file = tmp_path / "leftover.pid"
     started = time.monotonic()
-    out = subprocess.run([*ENTRYPOINT, "sh", "-c", f"sleep 300 & echo $! > {pid_file}; exit 4"], timeout=60)
+    out = subprocess.run(
+        [*ENTRYPOINT, "sh", "-c", f"sleep 300 & echo $! > {pid_file}; exit 4"], timeout=60
+    )
     assert out.returncode == 4 and time.monotonic() - started < 20
     pid = int(pid_file.read_text())
     try:

@@ -27,9 +27,14 @@ def compose_config(profile: str, *files: str, env: dict | None = None, tmp_path=
     args = ["docker", "compose", "--env-file", str(empty_env)]
     for f in files or ("docker-compose.yml",):
         args += ["-f", str(REPO / f)]
-    out = subprocess.run([*args, "--profile", profile, "config", "--format", "json"], cwd=REPO,
-                         capture_output=True, text=True, check=True,
-                         env={"PATH": __import__("os").environ["PATH"], "HOME": str(Path.home()), **(env or {})})
+    out = subprocess.run(
+        [*args, "--profile", profile, "config", "--format", "json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": __import__("os").environ["PATH"], "HOME": str(Path.home()), **(env or {})},
+    )
     return json.loads(out.stdout)
 
 
@@ -49,7 +54,9 @@ def test_only_the_tracking_ui_is_published_and_on_loopback(profile, tmp_path):
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_every_service_has_a_healthcheck_and_restart_policy_and_the_ui_never_waits_for_a_model(profile, tmp_path):
+def test_every_service_has_a_healthcheck_and_restart_policy_and_the_ui_never_waits_for_a_model(
+    profile, tmp_path
+):
     services = compose_config(profile, tmp_path=tmp_path)["services"]
     for name, s in services.items():
         if name == "db-upgrade":  # one-shot: it runs to completion before the tracking server
@@ -57,7 +64,8 @@ def test_every_service_has_a_healthcheck_and_restart_policy_and_the_ui_never_wai
             continue
         assert s["healthcheck"]["test"], name
         # Our services stop with 0 on a problem waiting cannot fix, so a crash restarts them but a
-        # bad setting does not loop (promptlab_stack/stop.py); the engines' own images restart always.
+        # bad setting does not loop (promptlab_stack/stop.py); the engines' own images restart
+        # always.
         ours = "build" in s or s["image"].startswith("mlflow-promptlab/")
         assert s["restart"] == ("on-failure" if ours else "unless-stopped"), name
     assert services["tracking"]["depends_on"]["gateway"]["condition"] == "service_healthy"
@@ -87,10 +95,16 @@ def test_compose_wires_the_services_as_the_topology_says(profile, tmp_path):
     assert services["tracking"]["ports"][0]["target"] == topology.TRACKING.port
     for name in ("tracking", "gateway", profile):
         test = " ".join(services[name]["healthcheck"]["test"])
-        service = next(s for s in (topology.TRACKING, topology.GATEWAY, *topology.ENGINES) if s.name == name)
+        service = next(
+            s for s in (topology.TRACKING, topology.GATEWAY, *topology.ENGINES) if s.name == name
+        )
         assert name == "pyfunc" or f":{service.port}/" in test, (name, test)
     mounts = {v["target"] for v in services[profile]["volumes"]}
-    assert {str(topology.HF_HOME), str(topology.LOCAL_MODELS_DIR), str(topology.LEGACY_LOCAL_MODELS_DIR)} <= mounts
+    assert {
+        str(topology.HF_HOME),
+        str(topology.LOCAL_MODELS_DIR),
+        str(topology.LEGACY_LOCAL_MODELS_DIR),
+    } <= mounts
 
 
 def engine_start(engine: dict, env: dict | None = None) -> str:
@@ -100,25 +114,40 @@ def engine_start(engine: dict, env: dict | None = None) -> str:
     environment = {k: unescape(str(v)) for k, v in engine["environment"].items()}
     script = unescape(engine["command"][0]).replace("exec ", "exec echo ", 1)
     assert engine["entrypoint"] == ["/bin/sh", "-c"]
-    out = subprocess.run(["sh", "-c", script], env={"PATH": "/usr/bin:/bin", **environment, **(env or {})},
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["sh", "-c", script],
+        env={"PATH": "/usr/bin:/bin", **environment, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip()
 
 
 @pytest.mark.parametrize("profile", GPU_ENGINES)
 def test_gpu_engines_reserve_nvidia_gpus_and_take_the_knobs(profile, tmp_path):
-    engine = compose_config(profile, env={"GPU_COUNT": "2", "MODEL_ID": "/models/my-llm",
-                                          "MAX_TOTAL_TOKENS": "2048"}, tmp_path=tmp_path)["services"][profile]
+    engine = compose_config(
+        profile,
+        env={"GPU_COUNT": "2", "MODEL_ID": "/models/my-llm", "MAX_TOTAL_TOKENS": "2048"},
+        tmp_path=tmp_path,
+    )["services"][profile]
     (device,) = engine["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and device["count"] == 2 and device["capabilities"] == ["gpu"]
+    assert (
+        device["driver"] == "nvidia" and device["count"] == 2 and device["capabilities"] == ["gpu"]
+    )
     start = engine_start(engine)
     assert "/models/my-llm" in start and "2048" in start
     assert "ports" not in engine
 
 
-@pytest.mark.parametrize("profile, program", [("tgi", "text-generation-launcher --model-id "),
-                                              ("vllm", "vllm serve "),
-                                              ("sglang", "python3 -m sglang.launch_server --model-path ")])
+@pytest.mark.parametrize(
+    "profile, program",
+    [
+        ("tgi", "text-generation-launcher --model-id "),
+        ("vllm", "vllm serve "),
+        ("sglang", "python3 -m sglang.launch_server --model-path "),
+    ],
+)
 def test_gpu_engines_serve_the_first_model_of_the_list(profile, program, tmp_path):
     env = {"MODELS": " small=/models/tiny-ja , org/other", "MODEL_ID": "org/ignored"}
     engine = compose_config(profile, env=env, tmp_path=tmp_path)["services"][profile]
@@ -127,7 +156,9 @@ def test_gpu_engines_serve_the_first_model_of_the_list(profile, program, tmp_pat
     assert engine_start(default).startswith(f"{program}llm-jp/llm-jp-3-3.7b-instruct ")
 
 
-ENTRY = st.from_regex(r"([a-z][a-z0-9.-]{0,8}=)?(/models/|[a-z]{1,6}/)?[a-z][a-z0-9._-]{0,10}", fullmatch=True)
+ENTRY = st.from_regex(
+    r"([a-z][a-z0-9.-]{0,8}=)?(/models/|[a-z]{1,6}/)?[a-z][a-z0-9._-]{0,10}", fullmatch=True
+)
 
 
 @settings(max_examples=40, deadline=None)
@@ -141,10 +172,16 @@ def test_the_engines_shell_picks_the_model_parse_models_does(entries, space):
         expected = parse_models(models)[0].model_id
     except ValueError:
         return  # a list the gateway and model server refuse at start
-    script = re.search(r"FIRST_MODEL_SH: >-\n((?:    .*\n)+)", (REPO / "docker-compose.yml").read_text()).group(1)
+    script = re.search(
+        r"FIRST_MODEL_SH: >-\n((?:    .*\n)+)", (REPO / "docker-compose.yml").read_text()
+    ).group(1)
     script = " ".join(line.strip() for line in script.splitlines()).replace("$$", "$")
-    out = subprocess.run(["sh", "-c", f'{script}; printf %s "$m"'], capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin", "MODELS": models, "MODEL_ID": "org/default"})
+    out = subprocess.run(
+        ["sh", "-c", f'{script}; printf %s "$m"'],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "MODELS": models, "MODEL_ID": "org/default"},
+    )
     assert out.stdout == expected
 
 
@@ -158,26 +195,36 @@ def test_tgi_follows_the_articles_docker_run(tmp_path):
 
 def test_engines_are_pinned(tmp_path):
     images = {p: compose_config(p, tmp_path=tmp_path)["services"][p]["image"] for p in GPU_ENGINES}
-    assert images["vllm"] == "vllm/vllm-openai:v0.33.0" and images["sglang"] == "lmsysorg/sglang:v0.5.23"
+    assert (
+        images["vllm"] == "vllm/vllm-openai:v0.33.0"
+        and images["sglang"] == "lmsysorg/sglang:v0.5.23"
+    )
 
 
 def test_the_gateway_reaches_engines_on_the_host(tmp_path):
     gateway = compose_config("pyfunc", tmp_path=tmp_path)["services"]["gateway"]
-    assert gateway["extra_hosts"] in (["host.docker.internal=host-gateway"], ["host.docker.internal:host-gateway"],
-                                      {"host.docker.internal": "host-gateway"}, {"host.docker.internal": ["host-gateway"]})
+    assert gateway["extra_hosts"] in (
+        ["host.docker.internal=host-gateway"],
+        ["host.docker.internal:host-gateway"],
+        {"host.docker.internal": "host-gateway"},
+        {"host.docker.internal": ["host-gateway"]},
+    )
 
 
 def test_pyfunc_gpu_switch_is_opt_in(tmp_path):
     plain = compose_config("pyfunc", tmp_path=tmp_path)["services"]["pyfunc"]
     assert "deploy" not in plain or not plain["deploy"].get("resources")
-    gpu = compose_config("pyfunc", "docker-compose.yml", "docker-compose.gpu.yml",
-                         tmp_path=tmp_path)["services"]["pyfunc"]
+    gpu = compose_config(
+        "pyfunc", "docker-compose.yml", "docker-compose.gpu.yml", tmp_path=tmp_path
+    )["services"]["pyfunc"]
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and gpu["environment"]["DEVICE"] == "cuda"
 
 
 def test_images_build_from_the_base_image_knob(tmp_path):
-    services = compose_config("pyfunc", env={"BASE_IMAGE": "debian-py:local"}, tmp_path=tmp_path)["services"]
+    services = compose_config("pyfunc", env={"BASE_IMAGE": "debian-py:local"}, tmp_path=tmp_path)[
+        "services"
+    ]
     for name in ("tracking", "gateway", "pyfunc"):
         assert services[name]["build"]["args"]["BASE_IMAGE"] == "debian-py:local"
     for folder in SERVICE_FOLDERS.values():
@@ -188,13 +235,20 @@ def test_images_build_from_the_base_image_knob(tmp_path):
 
 # The layout rule (README, "Layout"): a service is one folder with its Dockerfile, pinned
 # requirements.txt, pyproject.toml and package, whose `start` module is the container's command.
-SERVICE_FOLDERS = {"pyfunc": "model", "gateway": "gateway", "tracking": "services/tracking", "tls": "services/tls"}
+SERVICE_FOLDERS = {
+    "pyfunc": "model",
+    "gateway": "gateway",
+    "tracking": "services/tracking",
+    "tls": "services/tls",
+}
 
 
 @pytest.mark.parametrize("service", SERVICE_FOLDERS)
 def test_each_service_is_one_folder_built_and_started_the_same_way(service, tmp_path):
     folder = REPO / SERVICE_FOLDERS[service]
-    build = compose_config("tls" if service == "tls" else "pyfunc", tmp_path=tmp_path)["services"][service]["build"]
+    build = compose_config("tls" if service == "tls" else "pyfunc", tmp_path=tmp_path)["services"][
+        service
+    ]["build"]
     assert build["dockerfile"] == f"{SERVICE_FOLDERS[service]}/Dockerfile"
     (package,) = [p.parent.name for p in folder.glob("*/start.py")]
     assert (folder / "requirements.txt").is_file() and (folder / "pyproject.toml").is_file()
@@ -222,8 +276,9 @@ def test_secrets_stay_out_of_git_and_build_contexts():
 
 
 def test_secrets_are_never_build_arguments(tmp_path):
-    services = compose_config("pyfunc", env={"HF_TOKEN": "hf_x", "OPENAI_API_KEY": "sk_x"},
-                              tmp_path=tmp_path)["services"]
+    services = compose_config(
+        "pyfunc", env={"HF_TOKEN": "hf_x", "OPENAI_API_KEY": "sk_x"}, tmp_path=tmp_path
+    )["services"]
     for name in ("tracking", "gateway", "pyfunc"):
         args = services[name]["build"].get("args", {})
         assert set(args) <= {"BASE_IMAGE", "TORCH_INDEX_URL"}, args
@@ -234,10 +289,18 @@ def test_secrets_are_never_build_arguments(tmp_path):
 def test_our_services_are_locked_down_and_every_log_is_rotated(profile, tmp_path):
     services = compose_config(profile, tmp_path=tmp_path)["services"]
     for name, s in services.items():
-        assert s["logging"] == {"driver": "json-file", "options": {"max-size": "10m", "max-file": "3"}}, name
+        assert s["logging"] == {
+            "driver": "json-file",
+            "options": {"max-size": "10m", "max-file": "3"},
+        }, name
         if name in ("tracking", "gateway", "pyfunc"):
-            assert s["cap_drop"] == ["ALL"] and s["security_opt"] == ["no-new-privileges:true"], name
-            assert s["read_only"] is True and set(s["tmpfs"]) == {"/tmp", "/home/app:uid=1000,gid=1000"}, name
+            assert s["cap_drop"] == ["ALL"] and s["security_opt"] == ["no-new-privileges:true"], (
+                name
+            )
+            assert s["read_only"] is True and set(s["tmpfs"]) == {
+                "/tmp",
+                "/home/app:uid=1000,gid=1000",
+            }, name
             assert s["pids_limit"] == 1024, name
 
 
@@ -245,36 +308,67 @@ def test_the_schema_is_upgraded_by_a_one_shot_service_before_the_tracking_server
     services = compose_config("pyfunc", tmp_path=tmp_path)["services"]
     one_shot, tracking = services["db-upgrade"], services["tracking"]
     assert tracking["depends_on"]["db-upgrade"]["condition"] == "service_completed_successfully"
-    assert one_shot["image"] == tracking["image"] and one_shot["command"] == ["promptlab-db-upgrade"]
+    assert one_shot["image"] == tracking["image"] and one_shot["command"] == [
+        "promptlab-db-upgrade"
+    ]
     assert one_shot["restart"] == "no" and "ports" not in one_shot
     assert {v["target"]: v["source"] for v in one_shot["volumes"]} == {"/mlflow/db": "mlflow-db"}
-    for knob in ("BACKEND_STORE_URI", "ARTIFACTS_DESTINATION", "PGPASSWORD", "MLFLOW_S3_ENDPOINT_URL"):
+    for knob in (
+        "BACKEND_STORE_URI",
+        "ARTIFACTS_DESTINATION",
+        "PGPASSWORD",
+        "MLFLOW_S3_ENDPOINT_URL",
+    ):
         assert one_shot["environment"][knob] == tracking["environment"][knob], knob
 
 
 def test_the_postgres_profile_adds_a_healthy_postgresql_with_credentials_from_env(tmp_path):
-    env = {"POSTGRES_PASSWORD": "from-dotenv", "BACKEND_STORE_URI": "postgresql://mlflow@postgres:5432/mlflow"}
+    env = {
+        "POSTGRES_PASSWORD": "from-dotenv",
+        "BACKEND_STORE_URI": "postgresql://mlflow@postgres:5432/mlflow",
+    }
     services = compose_config("postgres", env=env, tmp_path=tmp_path)["services"]
     postgres = services["postgres"]
-    assert postgres["image"] == "postgres:17-bookworm" and "pg_isready" in " ".join(postgres["healthcheck"]["test"])
-    assert postgres["environment"] == {"POSTGRES_USER": "mlflow", "POSTGRES_DB": "mlflow",
-                                       "POSTGRES_PASSWORD": "from-dotenv"}
-    assert {v["target"]: v["source"] for v in postgres["volumes"]} == {"/var/lib/postgresql/data": "postgres-data"}
+    assert postgres["image"] == "postgres:17-bookworm" and "pg_isready" in " ".join(
+        postgres["healthcheck"]["test"]
+    )
+    assert postgres["environment"] == {
+        "POSTGRES_USER": "mlflow",
+        "POSTGRES_DB": "mlflow",
+        "POSTGRES_PASSWORD": "from-dotenv",
+    }
+    assert {v["target"]: v["source"] for v in postgres["volumes"]} == {
+        "/var/lib/postgresql/data": "postgres-data"
+    }
     assert "ports" not in postgres
     assert services["db-upgrade"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     # The password reaches the tracking server as libpq's PGPASSWORD, never inside the URI.
     tracking = services["tracking"]["environment"]
-    assert tracking["PGPASSWORD"] == "from-dotenv" and "from-dotenv" not in tracking["BACKEND_STORE_URI"]
+    assert (
+        tracking["PGPASSWORD"] == "from-dotenv"
+        and "from-dotenv" not in tracking["BACKEND_STORE_URI"]
+    )
     # No password in the compose file itself: without .env the official image refuses to start.
-    assert compose_config("postgres", tmp_path=tmp_path)["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"] == ""
+    assert (
+        compose_config("postgres", tmp_path=tmp_path)["services"]["postgres"]["environment"][
+            "POSTGRES_PASSWORD"
+        ]
+        == ""
+    )
 
 
 def test_s3_artifacts_are_configured_through_the_tracking_server(tmp_path):
     """The S3 path is checked here, by configuration; no S3-compatible server can run on this
     machine (tests/integration/test_team_setup.py names the skip)."""
-    env = {"ARTIFACTS_DESTINATION": "s3://team-bucket/mlflow", "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000",
-           "AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret"}
-    tracking = compose_config("pyfunc", env=env, tmp_path=tmp_path)["services"]["tracking"]["environment"]
+    env = {
+        "ARTIFACTS_DESTINATION": "s3://team-bucket/mlflow",
+        "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+    }
+    tracking = compose_config("pyfunc", env=env, tmp_path=tmp_path)["services"]["tracking"][
+        "environment"
+    ]
     assert {k: tracking[k] for k in env} == env
     assert "build" not in json.dumps(env)
     requirements = (REPO / "services/tracking/requirements.txt").read_text()
@@ -284,15 +378,24 @@ def test_s3_artifacts_are_configured_through_the_tracking_server(tmp_path):
 def test_the_tls_profile_puts_https_on_loopback_in_front_of_the_ui(tmp_path):
     services = compose_config("tls", tmp_path=tmp_path)["services"]
     tls = services["tls"]
-    assert [(p["host_ip"], p["published"], p["target"]) for p in tls["ports"]] == [("127.0.0.1", "8443", 8443)]
+    assert [(p["host_ip"], p["published"], p["target"]) for p in tls["ports"]] == [
+        ("127.0.0.1", "8443", 8443)
+    ]
     assert tls["depends_on"]["tracking"]["condition"] == "service_healthy"
-    assert tls["stop_signal"] == "SIGQUIT" and "https://127.0.0.1:8443/health" in " ".join(tls["healthcheck"]["test"])
+    assert tls["stop_signal"] == "SIGQUIT" and "https://127.0.0.1:8443/health" in " ".join(
+        tls["healthcheck"]["test"]
+    )
     assert tls["cap_drop"] == ["ALL"] and tls["read_only"] is True and tls["pids_limit"] == 1024
     mounts = {v["target"]: v for v in tls["volumes"]}
-    assert mounts["/certs"]["read_only"] is True and mounts["/certs"]["source"].endswith("services/tls/no-certs")
+    assert mounts["/certs"]["read_only"] is True and mounts["/certs"]["source"].endswith(
+        "services/tls/no-certs"
+    )
     assert mounts["/tls-ca"]["source"] == "tls-ca"
-    exposed = compose_config("tls", env={"TLS_BIND_ADDRESS": "0.0.0.0", "TLS_PORT": "443", "TLS_CERT_DIR": "/etc/mine"},
-                             tmp_path=tmp_path)["services"]["tls"]
+    exposed = compose_config(
+        "tls",
+        env={"TLS_BIND_ADDRESS": "0.0.0.0", "TLS_PORT": "443", "TLS_CERT_DIR": "/etc/mine"},
+        tmp_path=tmp_path,
+    )["services"]["tls"]
     assert [(p["host_ip"], p["published"]) for p in exposed["ports"]] == [("0.0.0.0", "443")]
     assert {v["target"]: v["source"] for v in exposed["volumes"]}["/certs"] == "/etc/mine"
     # Without the profile there is no proxy.
@@ -301,10 +404,12 @@ def test_the_tls_profile_puts_https_on_loopback_in_front_of_the_ui(tmp_path):
 
 def test_memory_limits_are_knobs_with_no_limit_by_default(tmp_path):
     services = compose_config("pyfunc", tmp_path=tmp_path)["services"]
-    assert {name: services[name].get("mem_limit") for name in ("tracking", "gateway", "pyfunc")} == dict.fromkeys(
-        ("tracking", "gateway", "pyfunc"), services["pyfunc"].get("mem_limit"))
+    assert {
+        name: services[name].get("mem_limit") for name in ("tracking", "gateway", "pyfunc")
+    } == dict.fromkeys(("tracking", "gateway", "pyfunc"), services["pyfunc"].get("mem_limit"))
     assert services["pyfunc"].get("mem_limit") in (None, "0", 0)
-    limited = compose_config("pyfunc", env={"MODEL_MEMORY_LIMIT": "6g", "SERVICE_MEMORY_LIMIT": "1g"},
-                             tmp_path=tmp_path)["services"]
+    limited = compose_config(
+        "pyfunc", env={"MODEL_MEMORY_LIMIT": "6g", "SERVICE_MEMORY_LIMIT": "1g"}, tmp_path=tmp_path
+    )["services"]
     assert int(limited["pyfunc"]["mem_limit"]) == 6 * 1024**3
     assert int(limited["tracking"]["mem_limit"]) == int(limited["gateway"]["mem_limit"]) == 1024**3

@@ -9,7 +9,12 @@ import re
 import pytest
 from constants import REPO
 
-IMAGES = {"tracking": "services/tracking", "gateway": "gateway", "pyfunc": "model", "tls": "services/tls"}
+IMAGES = {
+    "tracking": "services/tracking",
+    "gateway": "gateway",
+    "pyfunc": "model",
+    "tls": "services/tls",
+}
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\],]+)==([^\s;#]+)$")
 
 
@@ -32,7 +37,11 @@ def test_the_lock_pins_everything_and_agrees_with_the_direct_requirements(image)
     lock, direct = pins(folder / "requirements.lock"), pins(folder / "requirements.txt")
     assert len(lock) > len(direct) > 0
     for name, version in direct.items():
-        assert lock.get(name) == version, f"{image}: {name}=={version} in requirements.txt, {lock.get(name)} in the lock"
-    assert not any("+" in v for v in lock.values()), "local version labels (+cpu) would refuse other builds"
+        assert lock.get(name) == version, (
+            f"{image}: {name}=={version} in requirements.txt, {lock.get(name)} in the lock"
+        )
+    assert not any("+" in v for v in lock.values()), (
+        "local version labels (+cpu) would refuse other builds"
+    )
     dockerfile = (folder / "Dockerfile").read_text()
     assert "-c /tmp/requirements.lock" in dockerfile and "requirements.lock /tmp/" in dockerfile

@@ -13,8 +13,10 @@ import json
 from urllib.parse import urlparse
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from constants import SERVED_MODEL_NAME
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from loopback import serving
 
 LIMIT_MB = 0.02  # 20,000 bytes: small enough to send a body past it quickly
@@ -27,9 +29,14 @@ def post(url: str, path: str, body: bytes, *, chunked: bool = False) -> tuple[in
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
     try:
         if chunked:
-            chunks = (body[i:i + 4096] for i in range(0, len(body), 4096))
-            conn.request("POST", path, body=chunks, headers={"Content-Type": "application/json"},
-                         encode_chunked=True)
+            chunks = (body[i : i + 4096] for i in range(0, len(body), 4096))
+            conn.request(
+                "POST",
+                path,
+                body=chunks,
+                headers={"Content-Type": "application/json"},
+                encode_chunked=True,
+            )
         else:
             conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
         resp = conn.getresponse()
@@ -39,8 +46,10 @@ def post(url: str, path: str, body: bytes, *, chunked: bool = False) -> tuple[in
 
 
 def chat_body(text: str) -> bytes:
-    return json.dumps({"messages": [{"role": "user", "content": text}], "max_tokens": 2,
-                       "temperature": 0}, ensure_ascii=False).encode("utf-8")
+    return json.dumps(
+        {"messages": [{"role": "user", "content": text}], "max_tokens": 2, "temperature": 0},
+        ensure_ascii=False,
+    ).encode("utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +62,14 @@ def limited_model_server(tiny_model_dir, tmp_path_factory):
     from pyfunc_server.start import save
 
     path = tmp_path_factory.mktemp("limited") / "model"
-    save(path, ModelServerSettings(model_id=str(tiny_model_dir), served_model_name=SERVED_MODEL_NAME,
-                                   max_request_mb=LIMIT_MB))
+    save(
+        path,
+        ModelServerSettings(
+            model_id=str(tiny_model_dir),
+            served_model_name=SERVED_MODEL_NAME,
+            max_request_mb=LIMIT_MB,
+        ),
+    )
     os.environ[MODEL_PATH_ENV] = str(path)
     try:
         app = create_app()
@@ -74,7 +89,9 @@ def limited_gateway(model_server_url_for_gateway, tmp_path_factory):
     from gateway.settings import GatewaySettings
     from gateway.start import write_config
 
-    settings = GatewaySettings(model_id="/models/tiny-ja", model_backend="pyfunc", max_request_mb=LIMIT_MB)
+    settings = GatewaySettings(
+        model_id="/models/tiny-ja", model_backend="pyfunc", max_request_mb=LIMIT_MB
+    )
     config = tmp_path_factory.mktemp("gateway") / "gateway.yaml"
     write_config(settings, config, {**BACKEND_URLS, "pyfunc": model_server_url_for_gateway})
     os.environ["MLFLOW_GATEWAY_CONFIG"] = str(config)
@@ -93,15 +110,24 @@ def model_server_url_for_gateway(limited_model_server):
 
 # Each hop as the container serves it: its URL fixture, the path a prompt takes, the field its
 # errors use, and the name it gives itself in the 413.
-HOPS = {"model server": ("limited_model_server", "/invocations", "message", "the model server"),
-        "gateway": ("limited_gateway", "/gateway/tiny-ja/invocations", "detail", "the MLflow AI Gateway")}
+HOPS = {
+    "model server": ("limited_model_server", "/invocations", "message", "the model server"),
+    "gateway": (
+        "limited_gateway",
+        "/gateway/tiny-ja/invocations",
+        "detail",
+        "the MLflow AI Gateway",
+    ),
+}
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 @pytest.mark.parametrize("hop", HOPS)
 def test_a_body_over_the_limit_is_a_413_naming_the_hop_and_the_knob(request, hop, chunked):
     fixture, path, field, name = HOPS[hop]
-    status, body = post(request.getfixturevalue(fixture), path, chat_body("あ" * 10_000), chunked=chunked)
+    status, body = post(
+        request.getfixturevalue(fixture), path, chat_body("あ" * 10_000), chunked=chunked
+    )
     assert status == 413, body
     assert f"{name} takes at most 20,000" in body[field] and "MAX_REQUEST_MB" in body[field]
 
@@ -109,7 +135,9 @@ def test_a_body_over_the_limit_is_a_413_naming_the_hop_and_the_knob(request, hop
 @pytest.mark.parametrize("hop", HOPS)
 def test_a_body_under_the_limit_is_answered(request, hop):
     fixture, path, _, _ = HOPS[hop]
-    status, body = post(request.getfixturevalue(fixture), path, chat_body("こんにちは"), chunked=True)
+    status, body = post(
+        request.getfixturevalue(fixture), path, chat_body("こんにちは"), chunked=True
+    )
     assert status == 200, body
     assert body["usage"]["completion_tokens"] == 2
 
@@ -126,7 +154,10 @@ def test_a_prompt_past_the_bound_is_a_400_before_it_is_tokenized(scoring_with_sp
     calls.clear()
     r = scoring.client.post("/invocations", json={"prompt": "x" * (limit + 1), "max_tokens": 1})
     assert r.status_code == 400, r.text
-    assert f"more than fits the model's context of {scoring.generator.context_length} tokens" in r.json()["message"]
+    assert (
+        f"more than fits the model's context of {scoring.generator.context_length} tokens"
+        in r.json()["message"]
+    )
     assert calls == []  # the tokenizer never saw it
     # Just under the bound it is tokenized, and the exact check (tokens) refuses it.
     r = scoring.client.post("/invocations", json={"prompt": "x" * limit, "max_tokens": 1})
@@ -136,7 +167,8 @@ def test_a_prompt_past_the_bound_is_a_400_before_it_is_tokenized(scoring_with_sp
 
 @pytest.fixture(scope="module")
 def scoring_with_spy(pyfunc_dir):
-    """MLflow's scoring server on our model, with a record of the texts its tokenizer is called on."""
+    """MLflow's scoring server on our model, with a record of the texts its tokenizer is called
+    on."""
     import time
     from types import SimpleNamespace
 
@@ -162,7 +194,9 @@ def scoring_with_spy(pyfunc_dir):
     return SimpleNamespace(client=client, generator=generator), calls
 
 
-@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hsettings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.text(min_size=1, max_size=400))
 def test_the_bound_never_refuses_a_prompt_that_fits(tiny_tokenizer, text):
     """Soundness: every text needs at least bytes / (longest entry x margin) tokens, so a prompt
@@ -170,4 +204,6 @@ def test_the_bound_never_refuses_a_prompt_that_fits(tiny_tokenizer, text):
     from pyfunc_server.prompt_size import NORMALIZER_MARGIN, longest_entry_bytes
 
     tokens = len(tiny_tokenizer(text, add_special_tokens=False)["input_ids"])
-    assert tokens * longest_entry_bytes(tiny_tokenizer) * NORMALIZER_MARGIN >= len(text.encode("utf-8"))
+    assert tokens * longest_entry_bytes(tiny_tokenizer) * NORMALIZER_MARGIN >= len(
+        text.encode("utf-8")
+    )

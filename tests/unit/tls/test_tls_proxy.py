@@ -15,7 +15,9 @@ def test_hostnames_default_to_loopback_and_a_bad_one_names_the_knob():
 
     assert TlsSettings.from_env({}).hostnames == ["localhost", "127.0.0.1"]
     assert TlsSettings.from_env({"TLS_HOSTNAMES": "mlflow.example.com, 10.0.0.5"}).hostnames == [
-        "mlflow.example.com", "10.0.0.5"]
+        "mlflow.example.com",
+        "10.0.0.5",
+    ]
     with pytest.raises(SettingsError, match="TLS_HOSTNAMES='bad name'"):
         TlsSettings.from_env({"TLS_HOSTNAMES": "bad name"})
 
@@ -27,13 +29,26 @@ def test_the_local_ca_is_made_once_and_signs_a_server_certificate_for_every_name
     first = ca[0].read_bytes()
     assert ensure_local_ca(tmp_path / "ca")[0].read_bytes() == first  # kept, not made again
     assert oct(ca[1].stat().st_mode & 0o777) == "0o600"
-    pair = issue_server_certificate(ca, ["localhost", "127.0.0.1", "mlflow.example.com"], tmp_path / "run")
-    verify = subprocess.run(["openssl", "verify", "-CAfile", str(ca[0]), str(tmp_path / "run" / "server.crt")],
-                            capture_output=True, text=True)
+    pair = issue_server_certificate(
+        ca, ["localhost", "127.0.0.1", "mlflow.example.com"], tmp_path / "run"
+    )
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca[0]), str(tmp_path / "run" / "server.crt")],
+        capture_output=True,
+        text=True,
+    )
     assert verify.returncode == 0, verify.stderr
-    sans = subprocess.run(["openssl", "x509", "-in", str(pair.certificate), "-noout", "-ext", "subjectAltName"],
-                          capture_output=True, text=True, check=True).stdout
-    assert "DNS:localhost" in sans and "IP Address:127.0.0.1" in sans and "DNS:mlflow.example.com" in sans
+    sans = subprocess.run(
+        ["openssl", "x509", "-in", str(pair.certificate), "-noout", "-ext", "subjectAltName"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert (
+        "DNS:localhost" in sans
+        and "IP Address:127.0.0.1" in sans
+        and "DNS:mlflow.example.com" in sans
+    )
     assert pair.certificate.read_bytes().endswith(first)  # the chain ends with the CA
 
 
@@ -61,7 +76,9 @@ def test_nginx_bounds_bodies_like_every_hop_and_waits_longer_than_the_ui_proxy(t
     timeout = int(config.split("proxy_read_timeout ")[1].split("s;")[0])
     assert timeout > ui_proxy_timeout(100)
     assert "listen 8443 ssl http2;" in config and "ssl_protocols TLSv1.2 TLSv1.3;" in config
-    assert f"ssl_certificate {tmp_path / 'c.crt'};" in config and "X-Forwarded-Proto https" in config
+    assert (
+        f"ssl_certificate {tmp_path / 'c.crt'};" in config and "X-Forwarded-Proto https" in config
+    )
     # Every path nginx writes is on the tmpfs (the root file system is read-only).
     for line in config.splitlines():
         if "_path " in line or line.startswith("pid "):

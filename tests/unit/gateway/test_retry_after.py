@@ -1,6 +1,5 @@
 """The model server's 429 when its queue is full reaches the client through the gateway with a
-Retry-After header (gateway/gateway/retry_after.py). Left here when test_batching.py was split
-into tests/unit/pyfunc_server/: it belongs with the gateway's tests (tests/unit/gateway/)."""
+Retry-After header (gateway/retry_after.py)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""The private MLflow names and app-structure assumptions our images rely on, one test each.
-
-Each lives in its image's `mlflow_compat` module and nowhere else. When an MLflow upgrade moves or
+"""The private MLflow names and app-structure assumptions the tracking image relies on, one test
+each: each lives in tracking/mlflow_compat.py and nowhere else. When an MLflow upgrade moves or
 changes one, the test says which, so the seam can be mended (or dropped, if MLflow now offers a
-public way) before anything else breaks.
-"""
+public way)."""
 
 from __future__ import annotations
 
@@ -12,31 +10,13 @@ import pytest
 UPGRADE = "MLflow changed {name}, which {module} relies on: mend it there (or use a public API now)"
 
 
-def test_gateway_image_loads_configs_as_mlflow_gateway_start_does(tmp_path):
-    from gateway.mlflow_compat import load_gateway_config
-
-    msg = UPGRADE.format(name="mlflow.gateway.config._load_gateway_config",
-                         module="gateway/gateway/mlflow_compat.py")
-    endpoint = ("- name: a\n  endpoint_type: llm/v1/chat\n  model:\n    provider: openai\n"
-                "    name: m\n    config: {openai_api_key: k}\n")
-    good = tmp_path / "good.yaml"
-    good.write_text("endpoints:\n" + endpoint)
-    try:
-        config = load_gateway_config(good)
-    except ImportError as e:
-        pytest.fail(f"{msg}: {e}")
-    assert [e.name for e in config.endpoints] == ["a"], msg
-    twice = tmp_path / "twice.yaml"
-    twice.write_text("endpoints:\n" + endpoint + endpoint)
-    with pytest.raises(Exception, match="(?i)duplicate|unique|collision"):
-        load_gateway_config(twice)
-
-
 def test_tracking_image_sees_which_server_runs_it(monkeypatch):
     from tracking.mlflow_compat import served_by_uvicorn
 
     monkeypatch.setenv("_MLFLOW_SGI_NAME", "uvicorn")
-    assert served_by_uvicorn(), UPGRADE.format(name="_MLFLOW_SGI_NAME", module="mlflow_compat.served_by_uvicorn")
+    assert served_by_uvicorn(), UPGRADE.format(
+        name="_MLFLOW_SGI_NAME", module="mlflow_compat.served_by_uvicorn"
+    )
     monkeypatch.setenv("_MLFLOW_SGI_NAME", "gunicorn")
     assert not served_by_uvicorn()
 
@@ -48,14 +28,19 @@ def test_tracking_image_has_mlflows_native_route_authentication():
 
     authenticate = fastapi_basic_auth()
     assert list(inspect.signature(authenticate).parameters) == ["request"], UPGRADE.format(
-        name="mlflow.server.auth._authenticate_custom_for_fastapi", module="mlflow_compat.fastapi_basic_auth")
+        name="mlflow.server.auth._authenticate_custom_for_fastapi",
+        module="mlflow_compat.fastapi_basic_auth",
+    )
 
 
 def test_tracking_image_checks_gateway_paths_as_mlflow_does():
     from mlflow.exceptions import MlflowException
+
     from tracking.mlflow_compat import validate_gateway_path
 
-    msg = UPGRADE.format(name="mlflow.server.handlers._validate_gateway_path", module="mlflow_compat")
+    msg = UPGRADE.format(
+        name="mlflow.server.handlers._validate_gateway_path", module="mlflow_compat"
+    )
     validate_gateway_path("GET", "api/2.0/endpoints")
     validate_gateway_path("POST", "gateway/tiny-ja/invocations")
     for method, path in (("POST", "../admin"), ("GET", "gateway/x/invocations"), ("POST", None)):
@@ -69,7 +54,9 @@ def test_tracking_image_resolves_run_artifact_roots(tmp_path):
 
     repo, root = proxied_artifact_repo(tmp_path.as_uri())
     assert root is None and hasattr(repo, "log_artifact"), UPGRADE.format(
-        name="the artifact helpers of mlflow.server.handlers", module="mlflow_compat.proxied_artifact_repo")
+        name="the artifact helpers of mlflow.server.handlers",
+        module="mlflow_compat.proxied_artifact_repo",
+    )
     # The proxied form is exercised against a real server in tracking/test_promptlab_artifacts.py.
 
 
@@ -79,8 +66,10 @@ def test_mlflows_fastapi_app_mounts_flask_last_and_keeps_a_lifespan():
     from starlette.routing import Mount
 
     app = create_fastapi_app(Flask(__name__))
-    msg = UPGRADE.format(name="the layout of mlflow.server.fastapi_app",
-                         module="mlflow_compat.add_route_before_flask / on_shutdown")
+    msg = UPGRADE.format(
+        name="the layout of mlflow.server.fastapi_app",
+        module="mlflow_compat.add_route_before_flask / on_shutdown",
+    )
     last = app.router.routes[-1]
     assert isinstance(last, Mount) and last.path == "", msg
     assert callable(app.router.lifespan_context), msg
@@ -90,23 +79,35 @@ def test_tracking_image_opens_mlflows_upstream_guards_to_the_stacks_gateway_only
     import mlflow.gateway.ssrf as ssrf
     import mlflow.utils.validation as validation
     from mlflow.exceptions import MlflowException
+
     from tracking.mlflow_compat import trust_stack_gateway
 
     # monkeypatch puts MLflow's own checks back after this test.
-    monkeypatch.setattr(validation, "_validate_gateway_api_base", validation._validate_gateway_api_base)
+    monkeypatch.setattr(
+        validation, "_validate_gateway_api_base", validation._validate_gateway_api_base
+    )
     monkeypatch.setattr(ssrf, "_assert_public_ip", ssrf._assert_public_ip)
-    msg = UPGRADE.format(name="mlflow.utils.validation._validate_gateway_api_base / "
-                              "mlflow.gateway.ssrf._assert_public_ip", module="mlflow_compat.trust_stack_gateway")
+    msg = UPGRADE.format(
+        name="mlflow.utils.validation._validate_gateway_api_base / "
+        "mlflow.gateway.ssrf._assert_public_ip",
+        module="mlflow_compat.trust_stack_gateway",
+    )
     # What MLflow refuses on its own: a plain-HTTP api_base, a private address.
-    for check in (lambda: validation._validate_gateway_secret_auth_config({"api_base": "http://gateway:7000/v1"}),
-                  lambda: ssrf._assert_public_ip("172.18.0.2", "gateway")):
+    for check in (
+        lambda: validation._validate_gateway_secret_auth_config(
+            {"api_base": "http://gateway:7000/v1"}
+        ),
+        lambda: ssrf._assert_public_ip("172.18.0.2", "gateway"),
+    ):
         with pytest.raises((MlflowException, ssrf.GatewaySSRFProtectionError)):
             check()
             pytest.fail(f"{msg}: no longer refused")
 
     trust_stack_gateway("http://gateway:7000/v1")
     # The secret handler's check (through the module global) and the connect-time check pass ours...
-    assert validation._validate_gateway_secret_auth_config({"api_base": "http://gateway:7000/v1"}), msg
+    assert validation._validate_gateway_secret_auth_config(
+        {"api_base": "http://gateway:7000/v1"}
+    ), msg
     ssrf._assert_public_ip("172.18.0.2", "gateway")
     # ...and still refuse everything else.
     for other in ("http://gateway:7001/v1", "http://evil:7000/v1", "http://gateway:7000/admin"):
