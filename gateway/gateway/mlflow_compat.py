@@ -1,7 +1,8 @@
 """Every private MLflow name the gateway image uses, in one place.
 
-tests/unit/test_mlflow_compat.py imports each of them and fails with a message naming it when an
-MLflow upgrade moves or changes one; nothing else in this package imports a private MLflow name.
+tests/unit/gateway/test_mlflow_compat.py imports each of them and fails with a message naming it
+when an MLflow upgrade moves or changes one; nothing else in this package imports a private
+MLflow name.
 """
 
 from __future__ import annotations

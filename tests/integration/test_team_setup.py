@@ -168,5 +168,5 @@ def test_artifacts_in_an_s3_compatible_bucket():
         "NEEDS AN S3-COMPATIBLE SERVER: none can be installed here "
         "(no container registry for MinIO; "
         "Debian has no MinIO and Ceph RGW needs a Ceph cluster). Checked by configuration instead: "
-        "tests/unit/test_compose_config.py::test_s3_artifacts_are_configured_through_the_tracking_server"
+        "tests/unit/stack/test_compose_config.py::test_s3_artifacts_are_configured_through_the_tracking_server"
     )

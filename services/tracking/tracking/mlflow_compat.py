@@ -2,8 +2,9 @@
 the tracking server's plugin relies on, in one place (the operations commands keep theirs in
 tracking_ops/mlflow_compat.py).
 
-tests/unit/test_mlflow_compat.py exercises each of them and fails with a message naming it when
-an MLflow upgrade moves or changes one; nothing else in this package imports a private MLflow name.
+tests/unit/tracking/test_mlflow_compat.py exercises each of them and fails with a message naming
+it when an MLflow upgrade moves or changes one; nothing else in this package imports a private
+MLflow name.
 """
 
 from __future__ import annotations
