@@ -8,12 +8,15 @@ is read, and a body that turns out larger while it streams in (chunked, or a lyi
 Content-Length) is cut off with a 413 as soon as it passes the limit.
 
 uvicorn and gunicorn have no body limit of their own (only header limits), hence this middleware.
+It also refuses, with a 400, a body whose JSON nests too deeply to parse (json_nesting.py).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Callable
+
+from promptlab_stack.json_nesting import too_deep
 
 KNOB = "MAX_REQUEST_MB"
 
@@ -48,11 +51,14 @@ class BodyLimit:
         return f"The request body {what}; {self.service} takes at most {self.max_bytes:,} ({KNOB})"
 
     async def _refuse(self, send, size: int | None) -> None:
-        body = self.error_body(self._message(size))
+        await self._answer(send, 413, self._message(size))
+
+    async def _answer(self, send, status: int, message: str) -> None:
+        body = self.error_body(message)
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
@@ -84,6 +90,8 @@ class BodyLimit:
                 return await self._refuse(send, None)
             if not message.get("more_body"):
                 break
+        if problem := too_deep(bytes(body), self.service):
+            return await self._answer(send, 400, problem)
         delivered = False
 
         async def replay():

@@ -5,6 +5,9 @@ A new aiohttp session per call would open a new connector and TCP connection eac
 must drop an idle connection before the server it calls closes it, or a request may go down a
 connection that is being closed: each caller passes its keep-alive from timings.py.
 
+Redirects are not followed (a 307 would send the prompt, and any key, to another server), and an
+answer is read up to `max_answer_bytes`, no further.
+
 Needs aiohttp, which the gateway and tracking images install (the TLS image does not): nothing
 else in promptlab_stack imports this module.
 """
@@ -16,17 +19,32 @@ import weakref
 
 import aiohttp
 
+# The largest answer read from another service: a generated text and its usage are kilobytes;
+# past this the server is broken or not ours.
+MAX_ANSWER_BYTES = 16 * 2**20
+
+
+class AnswerTooLarge(Exception):
+    """The server's answer is longer than the pool reads."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"the answer is larger than {max_bytes:,} bytes")
+        self.max_bytes = max_bytes
+
 
 class SessionPool:
     """One aiohttp session per event loop (a gateway or uvicorn worker has one), made on first use.
 
     `limit`: the most connections open at once (0: no limit); `keepalive_s`: how long an idle
-    connection is kept.
+    connection is kept; `max_answer_bytes`: the longest answer read.
     """
 
-    def __init__(self, *, keepalive_s: float, limit: int = 0) -> None:
+    def __init__(
+        self, *, keepalive_s: float, limit: int = 0, max_answer_bytes: int = MAX_ANSWER_BYTES
+    ) -> None:
         self.keepalive_s = keepalive_s
         self.limit = limit
+        self.max_answer_bytes = max_answer_bytes
         self._sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def session(self) -> aiohttp.ClientSession:
@@ -50,13 +68,21 @@ class SessionPool:
         json=None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
-        """`method url` with a JSON body; the status and the whole body. Raises asyncio's
-        TimeoutError after `timeout_s`, aiohttp's errors when there is no answer."""
+        """`method url` with a JSON body; the status and the whole body (a redirect is answered
+        as it is, not followed). Raises asyncio's TimeoutError after `timeout_s`, aiohttp's errors
+        when there is no answer, AnswerTooLarge past `max_answer_bytes`."""
         timeout = aiohttp.ClientTimeout(total=timeout_s)
         async with self.session().request(
-            method, url, json=json, headers=headers, timeout=timeout
+            method, url, json=json, headers=headers, timeout=timeout, allow_redirects=False
         ) as resp:
-            return resp.status, await resp.read()
+            if (resp.content_length or 0) > self.max_answer_bytes:
+                raise AnswerTooLarge(self.max_answer_bytes)
+            body = await resp.content.read(self.max_answer_bytes + 1)
+            while len(body) <= self.max_answer_bytes and not resp.content.at_eof():
+                body += await resp.content.read(self.max_answer_bytes + 1 - len(body))
+            if len(body) > self.max_answer_bytes:
+                raise AnswerTooLarge(self.max_answer_bytes)
+            return resp.status, body
 
     async def close(self) -> None:
         """Close the running event loop's session (at an app's shutdown, and in tests)."""

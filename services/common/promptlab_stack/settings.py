@@ -270,3 +270,34 @@ class StackGateway(Settings):
         calls (endpoint_sync), the one private upstream the tracking server lets it call (tracking),
         and where `promptlab-eval --judge` sends its questions."""
         return self.mlflow_deployments_target.rstrip("/") + "/v1"
+
+
+def check_hostnames(value: str) -> None:
+    names = comma_list(value)
+    if not names:
+        raise ValueError("name at least one host name or IP address")
+    for name in names:
+        if not all(c.isalnum() or c in "-.:*" for c in name):
+            raise ValueError(f"{name!r} is not a host name or IP address")
+
+
+class TlsAddress(Settings):
+    """Where a browser reaches the UI through the tls proxy: the names its certificate is valid
+    for and the published port. The tls proxy makes its certificate for them; the tracking server
+    accepts them as Host headers and as origins of the browser's POSTs (MLflow refuses both from
+    names it does not know)."""
+
+    tls_hostnames: Annotated[str, checked_by(check_hostnames)] = Field(
+        "localhost,127.0.0.1", description="comma-separated host names or IP addresses"
+    )
+    tls_port: int = Field(8443, ge=1, le=65535, description="a port number")
+
+    @property
+    def hostnames(self) -> list[str]:
+        return comma_list(self.tls_hostnames)
+
+    @property
+    def tls_origins(self) -> list[str]:
+        """What a browser sends as Origin from the UI over the tls proxy, one per name."""
+        port = "" if self.tls_port == 443 else f":{self.tls_port}"
+        return [f"https://{f'[{h}]' if ':' in h else h}{port}" for h in self.hostnames]

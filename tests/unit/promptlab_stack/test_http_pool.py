@@ -9,13 +9,13 @@ import json
 import pytest
 from loopback import free_port, serving
 
-from promptlab_stack.http_pool import SessionPool
+from promptlab_stack.http_pool import MAX_ANSWER_BYTES, AnswerTooLarge, SessionPool
 
 
 @pytest.fixture(scope="module")
 def echo_url():
     from starlette.applications import Starlette
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     async def echo(request):
@@ -27,7 +27,29 @@ def echo_url():
         await asyncio.sleep(2)
         return JSONResponse({})
 
-    app = Starlette(routes=[Route("/echo", echo, methods=["POST"]), Route("/slow", slow)])
+    async def redirect(request):
+        return RedirectResponse("/echo", status_code=307)
+
+    async def big(request):
+        size = int(request.query_params["bytes"])
+
+        async def chunks():
+            for _ in range(size // 65536):
+                yield b"x" * 65536
+            yield b"x" * (size % 65536)
+
+        if request.query_params.get("declared"):
+            return Response(b"x" * size)
+        return StreamingResponse(chunks())  # chunked: no Content-Length
+
+    app = Starlette(
+        routes=[
+            Route("/echo", echo, methods=["POST"]),
+            Route("/slow", slow),
+            Route("/redirect", redirect, methods=["POST"]),
+            Route("/big", big),
+        ]
+    )
     with serving(app) as url:
         yield url
 
@@ -91,3 +113,34 @@ def test_timeouts_and_refused_connections_are_raised_to_the_caller(echo_url):
         asyncio.run(ask(f"{echo_url}/slow"))
     with pytest.raises(aiohttp.ClientConnectionError):
         asyncio.run(ask(f"http://127.0.0.1:{free_port()}/"))
+
+
+def test_a_redirect_is_answered_as_it_is_not_followed(echo_url):
+    """A 307 would re-send the prompt (and any API key) to wherever it points."""
+    pool = SessionPool(keepalive_s=3.0)
+
+    async def ask():
+        try:
+            return await pool.request("POST", f"{echo_url}/redirect", json={"x": 1}, timeout_s=10)
+        finally:
+            await pool.close()
+
+    status, _ = asyncio.run(ask())
+    assert status == 307
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["chunked", "content-length"])
+def test_an_answer_is_read_up_to_the_default_bound_and_no_further(echo_url, declared):
+    pool = SessionPool(keepalive_s=3.0)
+    query = "&declared=1" if declared else ""
+
+    async def ask(size: int):
+        try:
+            return await pool.request("GET", f"{echo_url}/big?bytes={size}{query}", timeout_s=60)
+        finally:
+            await pool.close()
+
+    status, body = asyncio.run(ask(MAX_ANSWER_BYTES))
+    assert status == 200 and len(body) == MAX_ANSWER_BYTES
+    with pytest.raises(AnswerTooLarge, match="larger than 16,777,216 bytes"):
+        asyncio.run(ask(MAX_ANSWER_BYTES + 1))
