@@ -18,7 +18,7 @@ from mlflow.environment_variables import MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS
 from mlflow.gateway.exceptions import AIGatewayException
 
 from promptlab_stack.error_body import readable_message
-from promptlab_stack.http_pool import SessionPool
+from promptlab_stack.http_pool import AnswerTooLarge, SessionPool
 from promptlab_stack.timings import GATEWAY_POOL_KEEPALIVE_S
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ async def call(
         )
     except TimeoutError as e:
         raise AIGatewayException(status_code=504, detail=f"{server} did not answer in time") from e
+    except AnswerTooLarge as e:
+        logger.warning("%s %s: %s", method, url, e)
+        raise AIGatewayException(502, f"{server} answered more than {e.max_bytes:,} bytes") from e
     except (aiohttp.ClientConnectionError, OSError) as e:
         logger.warning("%s %s failed: %r", method, url, e)
         raise AIGatewayException(
@@ -70,6 +73,11 @@ async def call(
         answer = json.loads(raw)
     except ValueError:
         answer = None
+    if 300 <= status < 400:
+        logger.warning("%s %s redirected (HTTP %s): not followed", method, url, status)
+        raise AIGatewayException(
+            502, f"{server} answered with a redirect (HTTP {status}), which is not followed"
+        )
     if status != 200:
         raise AIGatewayException(status_code=status, detail=error_message(answer, server, status))
     if not isinstance(answer, dict):

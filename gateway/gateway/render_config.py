@@ -22,8 +22,9 @@ from urllib.parse import urlparse
 import aiohttp
 import yaml
 
+from gateway.endpoint_keys import key_env_of
 from gateway.mlflow_compat import load_gateway_config
-from gateway.settings import OPENAI_COMPATIBLE_API_KEY_ENV, GatewaySettings
+from gateway.settings import GatewaySettings
 from promptlab_stack.topology import ENGINES
 
 # The engines MODEL_BACKEND names (pyfunc, tgi, vllm, sglang), each named by its compose service,
@@ -59,7 +60,10 @@ async def _has_completions(base_url: str) -> bool | None:
     try:
         async with aiohttp.ClientSession(trust_env=True, timeout=timeout) as session:
             async with session.post(
-                f"{base_url}/completions", data=b"{}", headers={"Content-Type": "application/json"}
+                f"{base_url}/completions",
+                data=b"{}",
+                headers={"Content-Type": "application/json"},
+                allow_redirects=False,
             ) as resp:
                 return resp.status not in (404, 405)
     except (TimeoutError, aiohttp.ClientError, OSError):
@@ -131,12 +135,14 @@ def local_endpoints(
 def external_endpoints(
     settings: GatewaySettings, has_completions: Callable[[str], bool | None] = has_completions
 ) -> list[dict]:
-    key_env = OPENAI_COMPATIBLE_API_KEY_ENV if settings.openai_compatible_api_key else ""
     endpoints = []
     for external in settings.external_endpoints:
         model = {
             "provider": "openai-compatible",
-            "config": {"base_url": external.base_url, "api_key_env": key_env},
+            "config": {
+                "base_url": external.base_url,
+                "api_key_env": key_env_of(settings, external),
+            },
         }
         if external.model:
             model["name"] = external.model

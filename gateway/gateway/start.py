@@ -12,6 +12,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from gateway.endpoint_keys import MissingKey, key_warnings
 from gateway.render_config import BACKEND_URLS, ConfigError, render, to_yaml, validate
 from gateway.settings import GatewaySettings
 from promptlab_stack.settings import SettingsError
@@ -76,11 +77,15 @@ def server_environment(settings: GatewaySettings) -> dict[str, str]:
 def main(environ: Mapping[str, str] | None = None) -> int:
     """Exec the gateway; on a bad setting, return the status to stop with
     (promptlab_stack/stop.py)."""
+    environ = os.environ if environ is None else environ
     try:
         settings = GatewaySettings.from_env(environ)
+        warnings = key_warnings(settings, environ)
         config = write_config(settings, CONFIG_PATH)
-    except (SettingsError, ConfigError) as e:
+    except (SettingsError, ConfigError, MissingKey) as e:
         return stop_service("gateway", f"config error: {e}")
+    for warning in warnings:
+        print(f"gateway: warning: {warning}", file=sys.stderr)
     for endpoint in config["endpoints"]:
         print(
             f"endpoint {endpoint['name']} ({endpoint['endpoint_type']})"

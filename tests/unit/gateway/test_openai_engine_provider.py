@@ -4,7 +4,7 @@ gateway app."""
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
-from loopback import free_port
+from loopback import free_port, serving
 
 
 def test_provider_is_registered_through_the_entry_point():
@@ -41,3 +41,104 @@ def test_an_openai_compatible_server_that_is_down_is_a_503_naming_it():
                 "(connection refused): it is still starting, or down"
             )
         gateway.portal.call(close_pooled_session)
+
+
+def test_an_engine_that_redirects_is_a_502_and_the_prompt_goes_nowhere_else():
+    """A 307 would re-POST the prompt, and the endpoint's API key, to wherever it points."""
+    from mlflow.gateway.app import create_app_from_config
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, RedirectResponse
+    from starlette.routing import Route
+
+    from gateway.engine_http import close_pooled_session
+    from gateway.render_config import render, validate
+    from gateway.settings import GatewaySettings
+
+    elsewhere: list[str] = []
+
+    async def redirect(request):
+        return RedirectResponse("/elsewhere", status_code=307)
+
+    async def record(request):
+        elsewhere.append(await request.body())
+        return JSONResponse({"choices": []})
+
+    engine = Starlette(
+        routes=[
+            Route("/v1/chat/completions", redirect, methods=["POST"]),
+            Route("/elsewhere", record, methods=["POST"]),
+        ]
+    )
+    with serving(engine) as url:
+        settings = GatewaySettings(
+            model_id="/models/tiny-ja",
+            model_backend="pyfunc",
+            openai_compatible_endpoints=f"far={url}/v1#m",
+        )
+        config = validate(render(settings, has_completions=lambda url: False))
+        with TestClient(create_app_from_config(config)) as gateway:
+            r = gateway.post(
+                "/gateway/far/invocations", json={"messages": [{"role": "user", "content": "x"}]}
+            )
+            gateway.portal.call(close_pooled_session)
+    assert r.status_code == 502, r.text
+    assert r.json()["detail"] == (
+        "The OpenAI-compatible server of endpoint 'far' answered with a redirect (HTTP 307), "
+        "which is not followed"
+    )
+    assert elsewhere == []
+
+
+def test_each_server_gets_the_key_its_entry_names(monkeypatch):
+    from mlflow.gateway.app import create_app_from_config
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from gateway.engine_http import close_pooled_session
+    from gateway.render_config import render, validate
+    from gateway.settings import GatewaySettings
+
+    seen: dict[str, str | None] = {}
+
+    def engine(name: str) -> Starlette:
+        async def chat(request):
+            seen[name] = request.headers.get("authorization")
+            return JSONResponse(
+                {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": "m",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": "ok"},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                }
+            )
+
+        return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+    monkeypatch.setenv("TEAM_KEY", "team-secret")
+    monkeypatch.setenv("OPENAI_COMPATIBLE_API_KEY", "shared-secret")
+    with serving(engine("team")) as team, serving(engine("other")) as other:
+        settings = GatewaySettings(
+            model_id="/models/tiny-ja",
+            model_backend="pyfunc",
+            openai_compatible_endpoints=f"team={team}/v1#m;key=TEAM_KEY,other={other}/v1#m",
+            openai_compatible_api_key="shared-secret",
+        )
+        config = validate(render(settings, has_completions=lambda url: False))
+        with TestClient(create_app_from_config(config)) as gateway:
+            for name in ("team", "other"):
+                r = gateway.post(
+                    f"/gateway/{name}/invocations",
+                    json={"messages": [{"role": "user", "content": "x"}]},
+                )
+                assert r.status_code == 200, r.text
+            gateway.portal.call(close_pooled_session)
+    assert seen == {"team": "Bearer team-secret", "other": "Bearer shared-secret"}

@@ -29,6 +29,12 @@ def settings(**env) -> GatewaySettings:
         ({"OPENAI_COMPATIBLE_ENDPOINTS": "=http://h:1/v1"}, "needs an endpoint name"),
         ({"OPENAI_COMPATIBLE_ENDPOINTS": "x=h:1/v1"}, "'h:1/v1' is not an http(s) URL"),
         ({"OPENAI_COMPATIBLE_ENDPOINTS": "x=http://a/v1,x=http://b/v1"}, "'x' comes twice"),
+        ({"OPENAI_COMPATIBLE_ENDPOINTS": "x=https://a/v1;token=K"}, "';token=K'"[1:]),
+        ({"OPENAI_COMPATIBLE_ENDPOINTS": "x=https://a/v1;key=lower"}, "is not key=VARIABLE"),
+        (
+            {"OPENAI_COMPATIBLE_ENDPOINTS": "x=https://a/v1;key=X_KEY"},
+            "names the key variable X_KEY, which is not set for the gateway",
+        ),
         (
             {"OPENAI_COMPATIBLE_ENDPOINTS": "tiny-ja=http://a/v1", "MODEL_ID": "/models/tiny-ja"},
             "OPENAI_COMPATIBLE_ENDPOINTS",
