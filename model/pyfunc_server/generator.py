@@ -25,8 +25,11 @@ from pyfunc_server.batcher import DeadlineExceeded, Job, MicroBatcher, QueueFull
 from pyfunc_server.decode_loop import StepLoop, supports_step_loop
 from pyfunc_server.generate_fallback import run_generate
 from pyfunc_server.loading import load_model
-from pyfunc_server.prompt_size import check_prompt_size, prompt_bytes_limit
-from pyfunc_server.python_compat import widen_thread_pool
+from pyfunc_server.prompt_size import (
+    check_prompt_size,
+    message_overhead_bytes,
+    prompt_bytes_limit,
+)
 from pyfunc_server.requests import CHAT, GenerationRequest, SamplingParams, bad_request
 from pyfunc_server.sampling import Completion, RowSettings, StopRules, row_settings
 from pyfunc_server.settings import ModelServerSettings
@@ -55,6 +58,7 @@ class HFGenerator:
         # Prompts longer than this cannot fit the context: refused before tokenizing
         # (prompt_size.py).
         self.prompt_bytes_limit = prompt_bytes_limit(self.tokenizer, self.context_length)
+        self.message_overhead = message_overhead_bytes(self.tokenizer)
         eos = gen.eos_token_id if gen.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.rules = StopRules(self.tokenizer, self.eos_ids)
@@ -69,8 +73,6 @@ class HFGenerator:
             max_queued=settings.max_queued_requests,
             name=f"hf-batcher {self.model_id}",
         )
-        # Each request waits for its batch in a thread of the server's pool: see generate().
-        self.pool_threads = max(32, 2 * self.batcher.max_batch_size)
         logger.info(
             "Batching up to %d concurrent prompts (%s, window %.1f ms, %d tokens); "
             "request timeout %s; %d torch threads",
@@ -86,7 +88,9 @@ class HFGenerator:
 
     # -- encoding ---------------------------------------------------------------------------
     def encode(self, request: GenerationRequest) -> list[int]:
-        check_prompt_size(request, self.prompt_bytes_limit, self.context_length)
+        check_prompt_size(
+            request, self.prompt_bytes_limit, self.context_length, self.message_overhead
+        )
         if request.kind == CHAT:
             if not self.tokenizer.chat_template:
                 raise bad_request("this model's tokenizer has no chat template; use completions")
@@ -111,8 +115,6 @@ class HFGenerator:
     ) -> list[Completion]:
         """Generate for every request; runs in the caller's thread, batched with other callers'.
         `deadline` (time.monotonic()) defaults to now plus the request timeout."""
-        # Enough threads in the scoring server's pool for a full batch to wait at once.
-        widen_thread_pool(self.pool_threads)
         # Bad input fails here, in this request's own thread, before anything is queued.
         rows = [self._settings(r, self.encode(r)) for r in requests]
         if deadline is None:

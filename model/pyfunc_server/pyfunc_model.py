@@ -15,6 +15,7 @@ from mlflow.types.schema import ParamSchema, ParamSpec
 from pyfunc_server.generator import HFGenerator
 from pyfunc_server.model_pool import ModelPool
 from pyfunc_server.preflight import STARTUP_ARTIFACT, read_startup
+from pyfunc_server.python_compat import widen_thread_pool
 from pyfunc_server.requests import CHAT, parse_model_input
 from pyfunc_server.sampling import Completion
 from pyfunc_server.settings import ModelServerSettings
@@ -45,6 +46,17 @@ def log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
+# Threads beyond the admitted requests, for the requests being refused (each takes milliseconds)
+# and the calls that wait for no batch.
+SPARE_THREADS = 32
+
+
+def scoring_threads(settings: ModelServerSettings) -> int:
+    """Threads for the scoring server: every served model's batch and queue, and spares."""
+    per_model = settings.max_batch_size + settings.max_queued_requests
+    return len(settings.served_models) * per_model + SPARE_THREADS
+
+
 class HuggingFaceChatModel(PythonModel):
     """Chat and completions on any `AutoModelForCausalLM`s, with real token usage in the answer.
     A unified request's "model" names which of the served models answers (default: the first)."""
@@ -72,6 +84,10 @@ class HuggingFaceChatModel(PythonModel):
     # No type hints on model_input: MLflow would derive an input schema from them, and this
     # model takes both a list of strings and the unified chat/completions dict.
     def predict(self, context, model_input, params=None):
+        # Each request waits for its batch in a thread of the scoring server's pool: enough threads
+        # for every model's full batch and queue to wait at once, so that the request past them
+        # reaches its batcher and gets the fast 429 instead of waiting for a thread unseen.
+        widen_thread_pool(scoring_threads(self.settings))
         parsed = parse_model_input(model_input, params)
         deadline = time.monotonic() + self.settings.request_timeout_s
         with self.pool.use(parsed.model, deadline) as generator:
