@@ -80,8 +80,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def load_inputs(args) -> tuple[str, list[dict[str, str]], str]:
+def load_inputs(
+    args, settings: EvalSettings | None = None
+) -> tuple[str, list[dict[str, str]], str]:
     """(template, rows, data name); raises UsageError or DatasetError."""
+    settings = settings or EvalSettings.from_env({})  # the defaults
     if args.template_file:
         try:
             template = args.template_file.read_text(encoding="utf-8")
@@ -98,7 +101,9 @@ def load_inputs(args) -> tuple[str, list[dict[str, str]], str]:
             data, name = Path(args.data).read_bytes(), args.data
         except OSError as e:
             raise UsageError(f"--data {args.data}: {e.strerror}") from None
-    rows, _ = read_dataset(data, name, encoding=args.encoding, fmt=args.format)
+    rows, _ = read_dataset(
+        data, name, encoding=args.encoding, fmt=args.format, max_field=settings.max_request_bytes
+    )
     missing = missing_columns(template, list(rows[0]))
     if missing:
         raise UsageError(
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = EvalSettings.from_env()
-        template, rows, name = load_inputs(args)
+        template, rows, name = load_inputs(args, settings)
         client = TrackingClient(
             args.tracking_uri, settings, timeout_s=settings.ui_proxy_timeout_s + 5
         )

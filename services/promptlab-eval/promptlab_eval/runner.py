@@ -5,8 +5,9 @@ re-uploads eval_results_table.json), so the evaluation view, "Duplicate run" and
 treat it like any other. Rows are sent concurrently through the UI's gateway proxy, so the model
 server batches them. A failed row keeps an empty output (the UI's "Evaluate" can retry it) and its
 error in the hidden MLFLOW_error column; it never stops the others. The table is saved every few
-seconds and when interrupted; the same command run again finds its run by a tag and only sends the
-rows that have no answer yet.
+seconds and when interrupted; the same command run again on the same data finds its run by a tag
+(a hash of the settings and the rows as read) and only sends the rows that have no answer yet; an
+edited file makes a new run and leaves the earlier one's table as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptlab_eval.dataset import data_digest
 from promptlab_eval.prompt_template import render, row_values, variables
 from promptlab_eval.tracking_client import TrackingClient, TrackingError
 
@@ -175,6 +177,7 @@ class EndpointRun:
     def signature(self) -> str:
         e = self.evaluation
         key = [
+            data_digest(e.rows),  # an edited file is another evaluation, in a run of its own
             e.template,
             self.endpoint,
             e.temperature,

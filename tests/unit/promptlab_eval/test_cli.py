@@ -3,6 +3,7 @@ checked before anything is created, and it talks to the tracking server over RES
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,39 @@ def test_the_command_imports_neither_mlflow_nor_the_tracking_server():
     }
     assert "promptlab_eval.tracking_client" in imported
     assert {m.split(".")[0] for m in imported} & {"mlflow", "tracking"} == set()
+
+
+@pytest.mark.parametrize(
+    "data, options, env, words",
+    [
+        # A field past csv's own limit (131,072) and past MAX_REQUEST_MB (here 0.15 MB).
+        (
+            b"object,note\nx,y\n" + b"z" * 150_001 + b",y\n",
+            [],
+            {"MAX_REQUEST_MB": "0.15"},
+            "in.csv, row 3 (line 3): a field is longer than 150,000 characters",
+        ),
+        (b"object,note\nx,y\n", ["--encoding", "rot13"], {}, "--encoding 'rot13' is not a text"),
+        (b"object,note\nx,y\n", ["--encoding", "klingon"], {}, "--encoding 'klingon' is not an"),
+        (b"object,note\nx,y\n", ["--encoding", "undefined"], {}, "in.csv is not valid undefined"),
+        ("object,note\nあ,y\n".encode("cp932"), ["--encoding", "utf-8"], {}, "(line 2, byte 12)"),
+        (b"object,note\nx,y\n", [], {"MAX_REQUEST_MB": "8 MB"}, "MAX_REQUEST_MB='8 MB'"),
+    ],
+    ids=["long-field", "rot13", "unknown", "undefined", "not-utf-8", "bad-knob"],
+)
+def test_bad_data_ends_with_one_line_naming_it_and_status_2_never_a_traceback(
+    tmp_path, data, options, env, words
+):
+    (tmp_path / "in.csv").write_bytes(data)
+    command = ["--experiment", "e", "--template", "{{ object }}", "--data", "in.csv"]
+    out = subprocess.run(
+        [sys.executable, "-m", "promptlab_eval.cli", *command, "--endpoint", "x", *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**os.environ, **env},
+    )
+    assert out.returncode == 2 and out.stdout == "", out.stderr[-2000:]
+    assert out.stderr.startswith("promptlab-eval: ") and out.stderr.count("\n") == 1, out.stderr
+    assert words in out.stderr

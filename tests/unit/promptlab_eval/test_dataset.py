@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptlab_eval.dataset import DatasetError, read_dataset
+from promptlab_eval.dataset import MAX_FIELD_CHARS, DatasetError, data_digest, read_dataset
 
 ROWS = [
     {"object": "りんご", "note": 'a "quoted", comma\nand a newline', "expected": "赤"},
@@ -106,3 +106,63 @@ def test_json_lines_are_read_and_non_text_values_kept_as_json():
 def test_bad_files_are_refused_with_a_reason(data, words):
     with pytest.raises(DatasetError, match=words):
         read_dataset(data, "in.csv")
+
+
+@pytest.mark.parametrize(
+    "encoding, words",
+    [
+        ("klingon", "--encoding 'klingon' is not an encoding Python knows"),
+        # Codecs, but not of bytes to text: bytes.decode raises LookupError.
+        ("rot13", "--encoding 'rot13' is not a text encoding"),
+        ("base64", "--encoding 'base64' is not a text encoding"),
+        ("zlib", "--encoding 'zlib' is not a text encoding"),
+        # A text codec that refuses everything (a bare UnicodeError).
+        ("undefined", "in.csv is not valid undefined"),
+        # CP932's あ (0x82 0xa0) on line 2 is not UTF-8.
+        ("utf-8", r"in.csv is not valid utf-8 \(line 2, byte 12\): invalid start byte"),
+    ],
+)
+def test_an_unknown_or_unusable_encoding_is_refused_naming_the_option(encoding, words):
+    with pytest.raises(DatasetError, match=words):
+        read_dataset("object,note\nあ,y\n".encode("cp932"), "in.csv", encoding=encoding)
+
+
+def test_a_field_may_be_as_long_as_a_request_and_no_longer():
+    """Past csv's own default of 131,072 characters, up to MAX_REQUEST_MB (8 MB, as characters:
+    each is at least a byte of the request); a longer field could never reach a model."""
+    assert MAX_FIELD_CHARS == 8_000_000
+    long = "長" * 200_000
+    limit_before = csv.field_size_limit()
+    rows, _ = read_dataset(csv_bytes([{"object": long, "note": "x"}], "utf-8"), "in.csv")
+    assert rows == [{"object": long, "note": "x"}]
+    assert csv.field_size_limit() == limit_before  # the process-wide limit is put back
+
+    rows = [{"object": "x" * 1000, "note": "y"}, {"object": "z", "note": "y" * 1001}]
+    assert read_dataset(csv_bytes(rows[:1], "utf-8"), "in.csv", max_field=1000)[0] == rows[:1]
+    with pytest.raises(
+        DatasetError,
+        match=r"^in.csv, row 3 \(line 3\): a field is longer than 1,000 characters, .*"
+        "MAX_REQUEST_MB",
+    ):
+        read_dataset(csv_bytes(rows, "utf-8"), "in.csv", max_field=1000)
+    with pytest.raises(DatasetError, match=r"^in.csv, the header line \(line 1\): a field is"):
+        read_dataset(b"object," + b"n" * 1001 + b"\nx,y\n", "in.csv", max_field=1000)
+    jsonl = "\n".join(json.dumps(r) for r in rows).encode()
+    with pytest.raises(DatasetError, match=r"^in.jsonl, line 2: a field is longer than 1,000"):
+        read_dataset(jsonl, "in.jsonl", max_field=1000)
+    assert csv.field_size_limit() == limit_before
+
+
+def test_the_datas_digest_follows_the_values_not_the_files_bytes():
+    """What promptlab-eval's resume keys on (runner.py): the rows as read."""
+    digest = data_digest(read_dataset(csv_bytes(CP932_ROWS, "utf-8"), "in.csv")[0])
+    same = [
+        csv_bytes(CP932_ROWS, "cp932"),
+        csv_bytes(CP932_ROWS, "utf-8-sig") + b"\r\n\r\n",
+        csv_bytes([{k: r[k] for k in reversed(list(r))} for r in CP932_ROWS], "utf-8"),
+    ]
+    assert {data_digest(read_dataset(data, "in.csv")[0]) for data in same} == {digest}
+    edited = [dict(CP932_ROWS[0], expected="赤い"), CP932_ROWS[1]]
+    assert data_digest(edited) != digest
+    assert data_digest(CP932_ROWS[:1]) != digest
+    assert data_digest(list(reversed(CP932_ROWS))) != digest
