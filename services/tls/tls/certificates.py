@@ -1,10 +1,12 @@
 """The proxy's certificate: the user's own, or one signed by a local CA made on first start.
 
 The local CA (`ca.crt`, `ca.key`) is made once and kept on the `tls-ca` volume, so a browser or
-`curl --cacert` that trusts it once keeps trusting the proxy across restarts; the server
-certificate is issued again at every start for the names in TLS_HOSTNAMES (they may change) and
-lives in memory-backed /tmp only. Debian's `openssl` does the cryptography: no Python package of
-ours handles a private key.
+`curl --cacert` that trusts it once keeps trusting the proxy across restarts. It can sign server
+certificates only (`pathlen:0`) and only for the names of TLS_HOSTNAMES it was made for (name
+constraints): a browser that trusts it trusts nothing else. Naming a host it was not made for
+makes a new CA, to be trusted again. Only the one-shot `tls-init` service reads its key
+(init.py); it issues the server certificate for TLS_HOSTNAMES at every start. Debian's `openssl`
+does the cryptography: no Python package of ours handles a private key.
 """
 
 from __future__ import annotations
@@ -49,16 +51,34 @@ def subject_alt_names(hostnames: list[str]) -> str:
     return ",".join(entries)
 
 
+def name_constraints(hostnames: list[str]) -> str:
+    """openssl's nameConstraints for exactly these names (a DNS name permits its subdomains too;
+    `*.example.com` is `example.com`'s subdomains; an address is itself alone)."""
+    permitted = []
+    for name in hostnames:
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            permitted.append(f"permitted;DNS:{name.removeprefix('*.')}")
+            continue
+        mask = ipaddress.ip_address((1 << address.max_prefixlen) - 1)
+        permitted.append(f"permitted;IP:{address}/{mask}")
+    return "critical," + ",".join(permitted)
+
+
 def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True)
 
 
-def ensure_local_ca(folder: Path) -> tuple[Path, Path]:
-    """The local CA's certificate and key in `folder`, made on the first call."""
-    crt, key = folder / "ca.crt", folder / "ca.key"
-    if crt.is_file() and key.is_file():
-        return crt, key
+def ensure_local_ca(folder: Path, hostnames: list[str]) -> tuple[Path, Path, bool]:
+    """The local CA's certificate and key in `folder`, and whether they were made now: kept while
+    it was made for every name of `hostnames`, else made again for them."""
+    crt, key, names = folder / "ca.crt", folder / "ca.key", folder / "ca.names"
+    if crt.is_file() and key.is_file() and names.is_file():
+        if set(hostnames) <= set(names.read_text().split()):
+            return crt, key, False
     folder.mkdir(parents=True, exist_ok=True)
+    key.unlink(missing_ok=True)
     _openssl(
         "req",
         "-x509",
@@ -76,20 +96,23 @@ def ensure_local_ca(folder: Path) -> tuple[Path, Path]:
         "-subj",
         "/CN=promptlab local CA",
         "-addext",
-        "basicConstraints=critical,CA:TRUE",
+        "basicConstraints=critical,CA:TRUE,pathlen:0",
         "-addext",
         "keyUsage=critical,keyCertSign,cRLSign",
+        "-addext",
+        f"nameConstraints={name_constraints(hostnames)}",
     )
     key.chmod(0o600)
-    return crt, key
+    names.write_text(" ".join(hostnames) + "\n")
+    return crt, key, True
 
 
 def issue_server_certificate(
-    ca: tuple[Path, Path], hostnames: list[str], out: Path
+    ca: tuple[Path, Path, bool], hostnames: list[str], out: Path
 ) -> CertificatePair:
     """A server certificate for `hostnames`, signed by the local CA; the chain (server + CA) and
     its key written to `out`."""
-    ca_crt, ca_key = ca
+    ca_crt, ca_key, _ = ca
     out.mkdir(parents=True, exist_ok=True)
     key, csr, crt, ext = out / "tls.key", out / "tls.csr", out / "server.crt", out / "tls.ext"
     _openssl(
@@ -135,4 +158,8 @@ def issue_server_certificate(
     chain = out / "tls.crt"
     chain.write_bytes(crt.read_bytes() + ca_crt.read_bytes())
     key.chmod(0o600)
+    for scratch in (csr, ext, out / "ca.srl"):
+        scratch.unlink(missing_ok=True)
+    # The CA's certificate beside them, for users to trust (never its key).
+    (out / "ca.crt").write_bytes(ca_crt.read_bytes())
     return CertificatePair(chain, key, generated=True)

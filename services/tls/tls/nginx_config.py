@@ -17,6 +17,20 @@ LISTEN_PORT = TLS.port
 UPSTREAM = f"{TRACKING.name}:{TRACKING.port}"
 DOCKER_DNS = "127.0.0.11"
 RUN_DIR = "/tmp/nginx"
+# Mozilla's "intermediate" TLS 1.2 suites without DHE (no dhparam file to keep).
+CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+CONNECTIONS_PER_CLIENT = 64
+REQUESTS_PER_S = 50
+REQUEST_BURST = 200
 
 
 def render(
@@ -45,6 +59,12 @@ http {{
     scgi_temp_path {run_dir}/scgi;
     # MAX_REQUEST_MB, as every other hop.
     client_max_body_size {body_kb}k;
+    # Per client address: connections open at once and requests a second (the UI opens a few
+    # dozen at a page load: the burst), past which nginx answers 429.
+    limit_conn_zone $binary_remote_addr zone=per_client:10m;
+    limit_req_zone $binary_remote_addr zone=per_client_rate:10m rate={REQUESTS_PER_S}r/s;
+    limit_conn_status 429;
+    limit_req_status 429;
 
     # Docker's DNS, asked again every 10 s: a recreated tracking container gets a new address,
     # and nginx would otherwise keep the one it resolved at start.
@@ -56,7 +76,11 @@ http {{
         ssl_certificate {certificate.certificate};
         ssl_certificate_key {certificate.key};
         ssl_protocols TLSv1.2 TLSv1.3;
+        # TLS 1.2: forward-secret AEAD suites only (no CBC, no SHA-1); TLS 1.3's are all AEAD.
+        ssl_ciphers {CIPHERS};
         ssl_prefer_server_ciphers off;
+        limit_conn per_client {CONNECTIONS_PER_CLIENT};
+        limit_req zone=per_client_rate burst={REQUEST_BURST} nodelay;
         ssl_session_cache shared:TLS:10m;
         add_header Strict-Transport-Security "max-age=31536000" always;
 

@@ -25,13 +25,15 @@ def test_hostnames_default_to_loopback_and_a_bad_one_names_the_knob():
 def test_the_local_ca_is_made_once_and_signs_a_server_certificate_for_every_name(tmp_path):
     from tls.certificates import ensure_local_ca, issue_server_certificate
 
-    ca = ensure_local_ca(tmp_path / "ca")
+    names = ["localhost", "127.0.0.1", "mlflow.example.com"]
+    ca = ensure_local_ca(tmp_path / "ca", names)
     first = ca[0].read_bytes()
-    assert ensure_local_ca(tmp_path / "ca")[0].read_bytes() == first  # kept, not made again
+    again = ensure_local_ca(tmp_path / "ca", names[:2])
+    assert again[0].read_bytes() == first and not again[2]  # kept, not made again
     assert oct(ca[1].stat().st_mode & 0o777) == "0o600"
-    pair = issue_server_certificate(
-        ca, ["localhost", "127.0.0.1", "mlflow.example.com"], tmp_path / "run"
-    )
+    pair = issue_server_certificate(ca, names, tmp_path / "run")
+    assert not (tmp_path / "run" / "ca.key").exists()
+    assert (tmp_path / "run" / "ca.crt").read_bytes() == first
     verify = subprocess.run(
         ["openssl", "verify", "-CAfile", str(ca[0]), str(tmp_path / "run" / "server.crt")],
         capture_output=True,
@@ -50,6 +52,58 @@ def test_the_local_ca_is_made_once_and_signs_a_server_certificate_for_every_name
         and "DNS:mlflow.example.com" in sans
     )
     assert pair.certificate.read_bytes().endswith(first)  # the chain ends with the CA
+
+
+def openssl_text(path) -> str:
+    return subprocess.run(
+        ["openssl", "x509", "-in", str(path), "-noout", "-text"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def test_the_local_ca_signs_server_certificates_for_its_names_only(tmp_path):
+    from tls.certificates import ensure_local_ca, issue_server_certificate
+
+    ca = ensure_local_ca(tmp_path / "ca", ["mlflow.example.com", "192.0.2.7"])
+    first = ca[0].read_bytes()
+    text = openssl_text(ca[0])
+    assert "CA:TRUE, pathlen:0" in text and "Name Constraints: critical" in text
+    # A certificate for another name, signed with the CA's own key, is not valid under it.
+    issue_server_certificate(ca, ["evil.example.net"], tmp_path / "evil")
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca[0]), str(tmp_path / "evil" / "server.crt")],
+        capture_output=True,
+        text=True,
+    )
+    assert verify.returncode != 0 and "subtree" in verify.stdout + verify.stderr, verify
+    for names in (["mlflow.example.com"], ["api.mlflow.example.com", "192.0.2.7"]):
+        out = tmp_path / names[0]
+        issue_server_certificate(ca, names, out)
+        ok = subprocess.run(
+            ["openssl", "verify", "-CAfile", str(ca[0]), str(out / "server.crt")],
+            capture_output=True,
+            text=True,
+        )
+        assert ok.returncode == 0, ok.stderr
+    # A name it was not made for: a new CA (to be trusted again), made for all of them.
+    remade = ensure_local_ca(tmp_path / "ca", ["mlflow.example.com", "10.0.0.5"])
+    assert remade[2] and remade[0].read_bytes() != first
+
+
+def test_tls_init_issues_the_certificate_where_the_proxy_reads_it(tmp_path, monkeypatch):
+    from tls.init import main
+
+    monkeypatch.setenv("TLS_HOSTNAMES", "mlflow.example.com,127.0.0.1")
+    (tmp_path / "certs").mkdir()
+    assert main(tmp_path / "certs", tmp_path / "ca", tmp_path / "issued") == 0
+    issued = sorted(p.name for p in (tmp_path / "issued").iterdir())
+    assert issued == ["ca.crt", "server.crt", "tls.crt", "tls.key"]
+    assert oct((tmp_path / "issued" / "tls.key").stat().st_mode & 0o777) == "0o600"
+    assert "DNS:mlflow.example.com" in openssl_text(tmp_path / "issued" / "server.crt")
+    monkeypatch.setenv("TLS_HOSTNAMES", "two words")
+    assert main(tmp_path / "certs", tmp_path / "ca", tmp_path / "issued") == 2
 
 
 def test_the_users_certificate_needs_both_files(tmp_path):
@@ -83,3 +137,17 @@ def test_nginx_bounds_bodies_like_every_hop_and_waits_longer_than_the_ui_proxy(t
     for line in config.splitlines():
         if "_path " in line or line.startswith("pid "):
             assert " /tmp/" in line, line
+
+
+def test_nginx_offers_only_forward_secret_aead_suites_and_limits_each_client(tmp_path):
+    from tls.certificates import CertificatePair
+    from tls.nginx_config import render
+    from tls.settings import TlsSettings
+
+    config = render(TlsSettings(), CertificatePair(tmp_path / "c.crt", tmp_path / "c.key", True))
+    ciphers = config.split("ssl_ciphers ")[1].split(";")[0].split(":")
+    assert ciphers and all(c.startswith("ECDHE-") for c in ciphers)
+    assert all("GCM" in c or "CHACHA20" in c for c in ciphers), ciphers  # no CBC, no SHA-1 MAC
+    assert "limit_conn per_client 64;" in config
+    assert "limit_req zone=per_client_rate burst=200 nodelay;" in config
+    assert "limit_req_status 429;" in config and "limit_conn_status 429;" in config
