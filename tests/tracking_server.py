@@ -41,7 +41,10 @@ def tracking_server(db, **env):
         **server_environment(settings, db_dir=db, auth_config_path=db / "auth.ini"),
     }
     if settings.basic_auth:  # what start.py does before the server starts
-        subprocess.run([sys.executable, __file__], env=env, check=True, capture_output=True)
+        bootstrap = subprocess.run(
+            [sys.executable, __file__], env=env, capture_output=True, text=True
+        )
+        assert bootstrap.returncode == 0, bootstrap.stdout + bootstrap.stderr[-2000:]
     log = open(db / "server.log", "wb")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -67,4 +70,6 @@ def tracking_server(db, **env):
 if __name__ == "__main__":
     from tracking.start import bootstrap_basic_auth
 
-    bootstrap_basic_auth()
+    if problem := bootstrap_basic_auth():
+        print(problem)
+        sys.exit(2)

@@ -19,7 +19,8 @@ import json
 
 from promptlab_stack.body_limit import drop_some
 from promptlab_stack.error_body import readable_message
-from promptlab_stack.http_pool import SessionPool
+from promptlab_stack.http_pool import AnswerTooLarge, SessionPool
+from promptlab_stack.json_nesting import too_deep
 from promptlab_stack.timings import UI_PROXY_POOL_KEEPALIVE_S
 from tracking.mlflow_compat import add_route_before_flask, on_shutdown, validate_gateway_path
 
@@ -71,7 +72,10 @@ def gateway_request(target: str, method: str, args) -> tuple[str, str, dict | No
     ):  # MLflow's check refuses it too; this tells the type checker
         raise ProxyError(400, "The gateway proxy request needs gateway_path, a string")
     json_data = args.get("json_data") if method == "POST" else None
-    return gateway_path, f"{target.rstrip('/')}/{gateway_path.lstrip('/')}", json_data
+    # The gateway's one canonical path for each accepted one: MLflow's gateway answers the endpoint
+    # list without its trailing slash with a redirect, which this proxy does not follow.
+    path = "api/2.0/endpoints/" if method == "GET" else gateway_path.strip("/")
+    return gateway_path, f"{target.rstrip('/')}/{path}", json_data
 
 
 def gateway_answer(method: str, gateway_path: str, status: int, body: bytes) -> tuple[int, bytes]:
@@ -200,6 +204,8 @@ def make_gateway_proxy_endpoint(
                         f"not {media_type or 'a body without a Content-Type'}",
                     )
                 body = await read_body(request, max_body_bytes)
+                if problem := too_deep(body, "the UI's gateway proxy"):
+                    raise ProxyError(400, problem)
                 try:
                     args = json.loads(body, parse_constant=_not_json)
                 except ValueError:
@@ -210,6 +216,12 @@ def make_gateway_proxy_endpoint(
             except TimeoutError:
                 raise ProxyError(
                     504, "The MLflow AI Gateway (service gateway) did not answer in time"
+                ) from None
+            except AnswerTooLarge as e:
+                raise ProxyError(
+                    502,
+                    f"The MLflow AI Gateway (service gateway) answered more than "
+                    f"{e.max_bytes:,} bytes",
                 ) from None
             except aiohttp.ClientConnectionError:
                 raise ProxyError(

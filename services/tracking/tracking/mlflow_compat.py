@@ -150,3 +150,36 @@ def trust_stack_gateway(api_base: str) -> None:
     assert_public_ip.__wrapped__ = check_ip  # type: ignore[attr-defined]
     validation._validate_gateway_api_base = validate_gateway_api_base
     ssrf._assert_public_ip = assert_public_ip
+
+
+def gateway_secrets_table():
+    """The SQLAlchemy table where MLflow keeps the built-in AI Gateway's encrypted secrets (columns
+    `secret_name`, `wrapped_dek`, `kek_version`), read before the server starts.
+
+    Why private: start.py refuses to replace the passphrase while secrets exist, and only MLflow's
+    database model says where they are (`mlflow crypto rotate-kek` reads the same model).
+    """
+    from mlflow.store.tracking.dbmodels.models import SqlGatewaySecret
+
+    return SqlGatewaySecret.__table__
+
+
+def data_key_unwrapper(passphrase: str, version: int):
+    """`unwrap(wrapped_dek) -> bool`: whether the key-encryption key MLflow derives from
+    `passphrase` and `version` unwraps a secret's data key (AES-GCM: a wrong key fails its tag).
+
+    Why private: MLflow has no public call that checks a passphrase against stored secrets.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.crypto import KEKManager, unwrap_dek
+
+    kek = KEKManager(passphrase=passphrase, kek_version=version).get_kek()
+
+    def unwrap(wrapped_dek: bytes) -> bool:
+        try:
+            unwrap_dek(wrapped_dek, kek)
+        except MlflowException:
+            return False
+        return True
+
+    return unwrap

@@ -13,7 +13,9 @@ from promptlab_stack.settings import (
     GenerationTimeout,
     RequestLimit,
     StackGateway,
+    TlsAddress,
     checked_by,
+    comma_list,
 )
 from promptlab_stack.timings import ui_proxy_timeout
 
@@ -44,15 +46,21 @@ def check_artifacts_destination(value: str) -> None:
         raise ValueError("an s3:// destination needs a bucket: s3://bucket/path")
 
 
-class TrackingSettings(GenerationTimeout, RequestLimit, AdminLogin, StackGateway):
+class TrackingSettings(GenerationTimeout, RequestLimit, AdminLogin, StackGateway, TlsAddress):
     mlflow_workers: int = Field(
         2, ge=1, description="a whole number of worker processes, at least 1"
     )
     # MLflow's background job runner (scheduled trace scoring, prompt optimization): the Prompt
     # Engineering UI does not use it, and its idle queue consumers take ~60% of a CPU core.
     mlflow_server_enable_job_execution: bool = Field(False, description="true or false")
-    # Host headers accepted besides MLflow's defaults (localhost and private IPs).
+    # Host headers accepted besides MLflow's defaults (localhost and private IPs) and the tls
+    # proxy's names (TlsAddress).
     mlflow_allowed_hosts: str = Field("", description="comma-separated host names")
+    # Origins whose POSTs a browser may send besides localhost and the tls proxy's https:// ones:
+    # the UI behind a reverse proxy of your own.
+    mlflow_cors_allowed_origins: str = Field(
+        "", description="comma-separated origins such as https://mlflow.example.com"
+    )
     # Basic auth for the UI and API is on when an admin password is set (AdminLogin). Once it has
     # been on, the server refuses to start without it unless MLFLOW_AUTH_DISABLE says so (start.py).
     mlflow_auth_disable: bool = Field(False, description="true or false")
@@ -61,6 +69,10 @@ class TrackingSettings(GenerationTimeout, RequestLimit, AdminLogin, StackGateway
     # Encrypts the built-in AI Gateway's secrets in the database; generated once and kept on the
     # database volume when empty.
     mlflow_crypto_kek_passphrase: str = ""
+    # The passphrase's version: raised by MLflow's `mlflow crypto rotate-kek` (docs/operations.md).
+    mlflow_crypto_kek_version: int = Field(
+        1, ge=1, description="a whole number of at least 1 (the version rotate-kek printed)"
+    )
     # Where runs, parameters and metrics live: empty for SQLite on the mlflow-db volume; a team's
     # PostgreSQL as postgresql://user@host:5432/db (the password comes from POSTGRES_PASSWORD).
     backend_store_uri: Annotated[str, checked_by(check_store_uri)] = Field(
@@ -81,3 +93,9 @@ class TrackingSettings(GenerationTimeout, RequestLimit, AdminLogin, StackGateway
     @property
     def ui_proxy_timeout_s(self) -> float:
         return ui_proxy_timeout(self.generation_timeout_seconds)
+
+    @property
+    def cors_allowed_origins(self) -> list[str]:
+        """The origins a browser may POST from besides localhost's, which MLflow always allows."""
+        extra = comma_list(self.mlflow_cors_allowed_origins)
+        return list(dict.fromkeys(self.tls_origins + extra))

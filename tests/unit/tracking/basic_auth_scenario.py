@@ -30,7 +30,7 @@ def main() -> None:
     def get(url, headers=None):
         return client.get(url, headers=headers).status_code
 
-    admin = auth("admin", "s3cret-パスワード")
+    admin = auth("admin", "s3cret-password")
     print(
         json.dumps(
             {

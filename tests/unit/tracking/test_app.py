@@ -23,7 +23,7 @@ SCENARIO = Path(__file__).with_name("basic_auth_scenario.py")
 def test_ui_and_api_need_the_admin_password_when_it_is_set(tmp_path):
     settings = TrackingSettings.from_env(
         {
-            "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-パスワード",
+            "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-password",
             "MLFLOW_DEPLOYMENTS_TARGET": "http://127.0.0.1:9",
         }
     )
@@ -36,7 +36,7 @@ def test_ui_and_api_need_the_admin_password_when_it_is_set(tmp_path):
     env = {
         **os.environ,
         **server_env,
-        "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-パスワード",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-password",
         "MLFLOW_DEPLOYMENTS_TARGET": "http://127.0.0.1:9",
         "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{tmp_path}/mlflow.db",
         "_MLFLOW_SERVER_ARTIFACT_ROOT": str(tmp_path / "artifacts"),

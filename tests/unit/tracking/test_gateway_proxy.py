@@ -257,3 +257,9 @@ def test_gateway_error_messages_are_made_readable(body, message):
     from tracking.gateway_proxy import gateway_error_message
 
     assert gateway_error_message(body, 502) == message
+
+
+def test_json_nested_too_deep_is_a_400_not_a_traceback(proxy):
+    nested = b'{"gateway_path": "gateway/tiny-ja/invocations", "json_data": '
+    status, answer = proxy.post_raw(nested + b"[" * 5_000 + b"]" * 5_000 + b"}")
+    assert status == 400 and "nested more than 500 levels" in answer["message"], answer

@@ -115,3 +115,28 @@ def test_tracking_image_opens_mlflows_upstream_guards_to_the_stacks_gateway_only
             validation._validate_gateway_secret_auth_config({"api_base": other})
     with pytest.raises(ssrf.GatewaySSRFProtectionError):
         ssrf._assert_public_ip("172.18.0.3", "evil")
+
+
+def test_tracking_image_finds_the_ai_gateways_encrypted_secrets():
+    from tracking.mlflow_compat import gateway_secrets_table
+
+    columns = set(gateway_secrets_table().c.keys())
+    assert {"secret_name", "wrapped_dek", "kek_version"} <= columns, UPGRADE.format(
+        name="mlflow.store.tracking.dbmodels.models.SqlGatewaySecret",
+        module="mlflow_compat.gateway_secrets_table",
+    )
+
+
+def test_tracking_image_checks_a_passphrase_against_a_wrapped_data_key():
+    from mlflow.utils.crypto import KEKManager, wrap_dek
+
+    from tracking.mlflow_compat import data_key_unwrapper
+
+    right = "right-passphrase-0123456789"
+    wrapped = wrap_dek(b"\x01" * 32, KEKManager(passphrase=right, kek_version=1).get_kek())
+    assert data_key_unwrapper(right, 1)(wrapped), UPGRADE.format(
+        name="mlflow.utils.crypto (KEKManager, unwrap_dek)",
+        module="mlflow_compat.data_key_unwrapper",
+    )
+    assert not data_key_unwrapper("wrong-passphrase-0123456789", 1)(wrapped)
+    assert not data_key_unwrapper(right, 2)(wrapped)
