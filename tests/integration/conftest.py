@@ -17,9 +17,9 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
-    with running_stack(
-        tmp_path_factory, profile="pyfunc,tls", extra_env={"TLS_PORT": str(free_port())}
-    ) as s:
+    # Without basic auth (the team stack has it), so the proxy is told to serve without a login.
+    env = {"TLS_PORT": str(free_port()), "TLS_ALLOW_NO_AUTH": "true"}
+    with running_stack(tmp_path_factory, profile="pyfunc,tls", extra_env=env) as s:
         yield s
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -110,13 +111,27 @@ class Stack:
         self.compose("down", "-v", "--remove-orphans", check=False, timeout=300)
 
     # -- the UI's REST calls ------------------------------------------------------------------
+    @property
+    def login(self) -> dict[str, str]:
+        """The admin's Basic login when the stack runs with basic auth (an admin password set),
+        as a browser sends it; the user is `admin` unless the stack names another."""
+        password = self.env.get("MLFLOW_AUTH_ADMIN_PASSWORD", "")
+        if not password:
+            return {}
+        user = self.env.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin"
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
     def request(self, method: str, path: str, body=None, query=None) -> tuple[int, dict | str]:
         url = f"{self.url}/{path.lstrip('/')}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
         req = urllib.request.Request(
-            url, data=data, method=method, headers={"Content-Type": "application/json"}
+            url,
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json", **self.login},
         )
         try:
             with urllib.request.urlopen(req, timeout=300) as resp:
@@ -175,7 +190,8 @@ class Stack:
 
     def artifact_bytes(self, run_id: str, path: str) -> bytes:
         query = urllib.parse.urlencode({"path": path, "run_uuid": run_id})
-        with urllib.request.urlopen(f"{self.url}/get-artifact?{query}", timeout=30) as resp:
+        req = urllib.request.Request(f"{self.url}/get-artifact?{query}", headers=self.login)
+        with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.read()
 
 

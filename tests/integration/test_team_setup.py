@@ -1,5 +1,6 @@
-"""Team setup: `--profile postgres` (runs in PostgreSQL), the one-shot schema upgrade of a database
-written by an older MLflow, and S3-compatible artifacts.
+"""Team setup: `--profile postgres` (runs in PostgreSQL), basic auth and `--profile tls` on a host
+name, as the docs set them up, used from a real browser; the one-shot schema upgrade of a
+database written by an older MLflow, and S3-compatible artifacts.
 
 PostgreSQL: the official image cannot be pulled here, so compose.postgres-standin.yml gives the
 `postgres` service a STAND-IN image: a real PostgreSQL 15 server from Debian's package, started as
@@ -8,17 +9,23 @@ the official image is. Everything else is what `--profile pyfunc --profile postg
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from constants import CHAT_ENDPOINT as CHAT
 from constants import REPO, SERVED_MODEL_NAME
+from loopback import free_port
 from stack import running_stack
 from test_reliability import create_promptlab_run, run_is_intact, wait_healthy
 
 PASSWORD = "team-password-from-dotenv"
+ADMIN_PASSWORD = "admin-password-from-dotenv"
+HOST = "mlflow.example.com"
 URI = "postgresql://mlflow@postgres:5432/mlflow"
 USER = [{"role": "user", "content": "りんごは何色ですか？"}]
 
@@ -28,12 +35,17 @@ def team_stack(tmp_path_factory):
     env = {
         "POSTGRES_PASSWORD": PASSWORD,
         "BACKEND_STORE_URI": URI,
+        # Basic auth as docs/operations.md sets it up: only the password (the user is admin).
+        "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        # HTTPS on a host name and an IP address.
+        "TLS_HOSTNAMES": f"{HOST},127.0.0.1",
+        "TLS_PORT": str(free_port()),
         # One model is enough here: this stack is about where the runs live.
         "MODELS": f"/models/{SERVED_MODEL_NAME}",
     }
     with running_stack(
         tmp_path_factory,
-        profile="pyfunc,postgres",
+        profile="pyfunc,postgres,tls",
         project="promptlab-it-team",
         extra_env=env,
         compose_files=("docker-compose.yml", "tests/integration/compose.postgres-standin.yml"),
@@ -92,6 +104,135 @@ def test_16_concurrent_run_creations_and_prompts_without_an_error(team_stack):
         {"experiment_ids": [experiment_id], "max_results": 100},
     )
     assert status == 200 and len(body["runs"]) == 16, body
+
+
+CREATE_EXPERIMENT = """async ([url, name, mode, tags]) => {
+    try {
+        const r = await fetch(url, {method: 'POST', mode, body: JSON.stringify({name, tags}),
+            headers: {'Content-Type': mode === 'no-cors' ? 'text/plain' : 'application/json'}});
+        return [r.status, await r.text()];
+    } catch (e) {
+        return [0, String(e)];
+    }
+}"""
+
+
+def test_the_team_works_in_a_browser_over_https_on_its_host_name_and_ip_address(team_stack):
+    """With the team's settings (basic auth with only a password, TLS_HOSTNAMES, TLS_PORT),
+    Chromium through the tls proxy: create an experiment, evaluate a prompt and save the run, on
+    the host name and on the IP address; chat in the Playground; a page of another site cannot
+    post to it."""
+    import uuid
+
+    from test_browser_prompt_engineering import (
+        CHROMIUM,
+        CHROMIUM_ARGS,
+        Scenario,
+        expect,
+        new_run,
+        playground_submit,
+        sync_api,
+    )
+
+    port = team_stack.env["TLS_PORT"]
+    login = {"username": "admin", "password": ADMIN_PASSWORD}
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {HOST} 127.0.0.1"],
+        )
+        try:
+            for host in (HOST, "127.0.0.1"):
+                base = f"https://{host}:{port}"
+                context = browser.new_context(
+                    viewport={"width": 1440, "height": 900},
+                    locale="ja-JP",
+                    ignore_https_errors=True,  # the local CA; test_tls_profile.py checks trust
+                    http_credentials=login,
+                )
+                context.set_default_timeout(30_000)
+                page = context.new_page()
+                s = Scenario(page)
+                name = f"チーム {host} {uuid.uuid4().hex[:8]}"
+                with s.step(1, f"{base}: create an experiment from the page"):
+                    page.goto(f"{base}/")
+                    url = f"{base}/ajax-api/2.0/mlflow/experiments/create"
+                    status, text = page.evaluate(CREATE_EXPERIMENT, [url, name, "cors", []])
+                    assert status == 200, text
+                    experiment_id = json.loads(text)["experiment_id"]
+                with s.step(2, f"{base}: evaluate a prompt and save the run"):
+                    runs_view = f"{base}/#/experiments/{experiment_id}/runs"
+                    assert new_run(s, runs_view, CHAT, "りんご", "りんごの色")
+                    assert not s.problems, s.problems
+                status, body = team_stack.request(
+                    "POST", "ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id]}
+                )
+                assert status == 200 and len(body["runs"]) == 1, body
+                if host == HOST:
+                    with s.step(3, f"{base}: chat with {CHAT} in the Playground"):
+                        genai = [{"key": "mlflow.experimentKind", "value": "genai_development"}]
+                        status, text = page.evaluate(
+                            CREATE_EXPERIMENT, [url, f"{name} playground", "cors", genai]
+                        )
+                        assert status == 200, text
+                        playground = json.loads(text)["experiment_id"]
+                        page.goto(f"{base}/#/experiments/{playground}/playground")
+                        expect(page.get_by_role("heading", name="Playground")).to_be_visible(
+                            timeout=60_000
+                        )
+                        s.dismiss_popups(wait_ms=3_000)
+                        page.get_by_text("Select an endpoint").click()
+                        options = page.get_by_role("option")
+                        expect(options.first).to_be_visible()
+                        offered = [o.inner_text().splitlines()[0].strip() for o in options.all()]
+                        assert CHAT in offered, offered
+                        options.nth(offered.index(CHAT)).click()
+                        page.get_by_placeholder("Type a message").first.fill("バナナは何色？")
+                        page.get_by_role("button", name="Open model parameters").click()
+                        page.locator("[id='mlflow.playground.params.max_tokens']").fill("8")
+                        page.keyboard.press("Escape")
+                        sent, answer = playground_submit(s)  # asserts the 200
+                        assert sent[-1] == {"role": "user", "content": "バナナは何色？"}, sent
+                        assert answer["usage"]["completion_tokens"] <= 8, answer
+                        assert not s.problems, s.problems
+                context.close()
+
+            # A page of another site, in a browser logged in to the team's UI.
+            context = browser.new_context(ignore_https_errors=True, http_credentials=login)
+            page = context.new_page()
+            page.goto(f"https://{HOST}:{port}/")
+            page.route(
+                "https://other.example.net/**",
+                lambda route: route.fulfill(content_type="text/html", body="<p>another site</p>"),
+            )
+            page.goto("https://other.example.net/")
+            target = f"https://{HOST}:{port}/ajax-api/2.0/mlflow/experiments/create"
+            for mode in ("cors", "no-cors"):
+                page.evaluate(CREATE_EXPERIMENT, [target, f"from another site {mode}", mode, []])
+            context.close()
+        finally:
+            browser.close()
+    for mode in ("cors", "no-cors"):
+        status, _ = team_stack.request(
+            "GET",
+            "ajax-api/2.0/mlflow/experiments/get-by-name",
+            query={"experiment_name": f"from another site {mode}"},
+        )
+        assert status == 404, f"a page of another site created an experiment ({mode})"
+    # What the server answers such a POST.
+    request = urllib.request.Request(
+        f"{team_stack.url}/ajax-api/2.0/mlflow/experiments/create",
+        data=b'{"name": "x"}',
+        headers={
+            "Content-Type": "application/json",
+            "Origin": "https://other.example.net",
+            **team_stack.login,
+        },
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == 403 and b"Cross-origin" in refused.value.read()
 
 
 def test_a_database_of_an_older_mlflow_is_upgraded_by_the_one_shot_service(team_stack):

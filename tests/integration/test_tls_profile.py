@@ -108,3 +108,53 @@ def test_the_proxy_bounds_bodies_and_keeps_its_ca_across_a_restart(stack, ca_fil
     assert again.read_bytes() == before  # browsers that trust it keep trusting the proxy
     r = curl("--cacert", str(ca_file), https_url(stack, "/health"))
     assert r.returncode == 0 and r.stdout.strip() == "OK", r
+
+
+def test_the_tls_proxy_will_not_serve_the_ui_without_a_login_unless_told(stack):
+    """On the session stack (no basic auth): the proxy as `docker compose run` starts it without
+    TLS_ALLOW_NO_AUTH stops at once, naming the fix, and is not restarted."""
+    done = stack.compose(
+        "run", "--rm", "-T", "-e", "TLS_ALLOW_NO_AUTH=false", "tls", check=False, timeout=300
+    )
+    assert done.returncode == 0, done.stdout[-2000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("tls proxy stopped: basic auth is off on the tracking server"), last
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" in last and "TLS_ALLOW_NO_AUTH=true" in last
+
+
+def test_cbc_suites_are_refused_and_a_flood_from_one_client_gets_429_with_the_defaults(
+    stack, ca_file
+):
+    import ssl
+    import time
+    import urllib.error
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    cbc = curl(
+        "--cacert",
+        str(ca_file),
+        "--tlsv1.2",
+        "--tls-max",
+        "1.2",
+        "--ciphers",
+        "ECDHE-RSA-AES128-SHA",
+        https_url(stack, "/health"),
+    )
+    assert cbc.returncode != 0, cbc  # the handshake fails: nginx offers no CBC suite
+    context = ssl.create_default_context(cafile=str(ca_file))
+
+    def get(_: int) -> int:
+        try:
+            with urllib.request.urlopen(
+                https_url(stack, "/health"), timeout=60, context=context
+            ) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    with ThreadPoolExecutor(32) as pool:
+        statuses = list(pool.map(get, range(600)))
+    assert set(statuses) == {200, 429}, sorted(set(statuses))
+    assert statuses.count(200) >= 200  # the burst a page load needs is never refused
+    time.sleep(6)  # the client's rate is back for the next tests

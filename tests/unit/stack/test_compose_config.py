@@ -140,6 +140,29 @@ def test_gpu_engines_reserve_nvidia_gpus_and_take_the_knobs(profile, tmp_path):
     assert "ports" not in engine
 
 
+@pytest.mark.parametrize("profile", GPU_ENGINES)
+def test_gpu_engines_keep_only_the_capabilities_root_needs_and_their_own_ipc(profile, tmp_path):
+    """Config only: the engines' images need a GPU, which this machine has not (their start
+    with these settings is not run here)."""
+    engine = compose_config(profile, tmp_path=tmp_path)["services"][profile]
+    assert engine["cap_drop"] == ["ALL"]
+    assert set(engine["cap_add"]) == {"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"}
+    assert engine["security_opt"] == ["no-new-privileges:true"]
+    assert "ipc" not in engine and int(engine["shm_size"]) >= 2**30
+
+
+def test_postgres_keeps_only_the_capabilities_its_start_needs(tmp_path):
+    postgres = compose_config("postgres", tmp_path=tmp_path)["services"]["postgres"]
+    assert postgres["cap_drop"] == ["ALL"]
+    assert set(postgres["cap_add"]) == {"CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID"}
+    assert postgres["security_opt"] == ["no-new-privileges:true"]
+
+
+def test_the_tls_proxy_buffers_bodies_in_a_bounded_tmpfs_within_a_memory_limit(tmp_path):
+    tls = compose_config("tls", tmp_path=tmp_path)["services"]["tls"]
+    assert "/tmp:size=256m" in tls["tmpfs"] and int(tls["mem_limit"]) == 512 * 2**20
+
+
 @pytest.mark.parametrize(
     "profile, program",
     [
@@ -211,6 +234,34 @@ def test_the_gateway_reaches_engines_on_the_host(tmp_path):
     )
 
 
+def test_only_the_gateway_reads_the_endpoint_keys_file_and_the_stack_starts_without_it(tmp_path):
+    services = compose_config("pyfunc", tmp_path=tmp_path)["services"]
+    assert all("TEAM_KEY" not in s.get("environment", {}) for s in services.values())
+    # The file sits beside docker-compose.yml (a copy here, with the file beside it).
+    (tmp_path / "docker-compose.yml").write_text((REPO / "docker-compose.yml").read_text())
+    (tmp_path / "gateway-keys.env").write_text("TEAM_KEY=team-secret\n")
+    empty_env = tmp_path / "empty.env"
+    empty_env.write_text("")
+    out = subprocess.run(
+        [
+            "docker",
+            "compose",
+            "--env-file",
+            str(empty_env),
+            "-f",
+            str(tmp_path / "docker-compose.yml"),
+        ]
+        + ["--profile", "pyfunc", "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": __import__("os").environ["PATH"], "HOME": str(Path.home())},
+    )
+    services = json.loads(out.stdout)["services"]
+    assert services["gateway"]["environment"]["TEAM_KEY"] == "team-secret"
+    assert [n for n, s in services.items() if "TEAM_KEY" in s.get("environment", {})] == ["gateway"]
+
+
 def test_pyfunc_gpu_switch_is_opt_in(tmp_path):
     plain = compose_config("pyfunc", tmp_path=tmp_path)["services"]["pyfunc"]
     assert "deploy" not in plain or not plain["deploy"].get("resources")
@@ -272,6 +323,7 @@ def test_secrets_stay_out_of_git_and_build_contexts():
     gitignore = (REPO / ".gitignore").read_text().splitlines()
     dockerignore = (REPO / ".dockerignore").read_text().splitlines()
     assert ".env" in gitignore and ".env" in dockerignore
+    assert "gateway-keys.env" in gitignore
     assert "*" in dockerignore, "build contexts must be an allow-list"
 
 
@@ -390,7 +442,13 @@ def test_the_tls_profile_puts_https_on_loopback_in_front_of_the_ui(tmp_path):
     assert mounts["/certs"]["read_only"] is True and mounts["/certs"]["source"].endswith(
         "services/tls/no-certs"
     )
-    assert mounts["/tls-ca"]["source"] == "tls-ca"
+    # The proxy reads what tls-init issued, read-only; only tls-init (no network) has the CA's key.
+    assert mounts["/tls-ca"]["source"] == "tls-certs" and mounts["/tls-ca"]["read_only"] is True
+    assert tls["depends_on"]["tls-init"]["condition"] == "service_completed_successfully"
+    init = services["tls-init"]
+    assert {v["target"]: v["source"] for v in init["volumes"]}["/tls-ca"] == "tls-ca"
+    assert init["network_mode"] == "none" and init["restart"] == "no"
+    assert all(v["source"] != "tls-ca" for v in tls["volumes"])
     exposed = compose_config(
         "tls",
         env={"TLS_BIND_ADDRESS": "0.0.0.0", "TLS_PORT": "443", "TLS_CERT_DIR": "/etc/mine"},

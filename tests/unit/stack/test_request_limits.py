@@ -165,6 +165,17 @@ def test_a_prompt_past_the_bound_is_a_400_before_it_is_tokenized(scoring_with_sp
     assert calls
 
 
+def test_a_chat_of_many_empty_messages_is_a_400_before_it_is_templated(scoring_with_spy):
+    scoring, calls = scoring_with_spy
+    assert scoring.generator.message_overhead > 0  # the tiny model's template writes a header
+    calls.clear()
+    messages = [{"role": "user", "content": ""}] * 50_000
+    r = scoring.client.post("/invocations", json={"messages": messages, "max_tokens": 1})
+    assert r.status_code == 400, r.text
+    assert "counting the template's text for its 50,000 messages" in r.json()["message"]
+    assert calls == []  # neither the template nor the tokenizer saw it
+
+
 @pytest.fixture(scope="module")
 def scoring_with_spy(pyfunc_dir):
     """MLflow's scoring server on our model, with a record of the texts its tokenizer is called
@@ -207,3 +218,52 @@ def test_the_bound_never_refuses_a_prompt_that_fits(tiny_tokenizer, text):
     assert tokens * longest_entry_bytes(tiny_tokenizer) * NORMALIZER_MARGIN >= len(
         text.encode("utf-8")
     )
+
+
+def nested_body(depth: int = 5_000) -> bytes:
+    """A chat request with a field nested deeper than Python's JSON decoder recurses."""
+    return (
+        b'{"messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "extra": '
+        + b"[" * depth
+        + b"]" * depth
+        + b"}"
+    )
+
+
+@pytest.mark.parametrize("hop", HOPS)
+def test_json_nested_too_deep_is_a_400_naming_the_problem(request, hop):
+    fixture, path, field, _ = HOPS[hop]
+    status, body = post(request.getfixturevalue(fixture), path, nested_body())
+    assert status == 400, body
+    assert "nested" in body[field].lower(), body
+
+
+@hsettings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["user", "assistant", "system"]), st.text(max_size=60)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_the_bound_never_refuses_a_chat_that_fits(tiny_tokenizer, turns):
+    """Soundness with the messages counted: the rendered chat needs at least as many tokens as
+    the bound says, so a chat refused by it could never have fit the context."""
+    from pyfunc_server.prompt_size import (
+        NORMALIZER_MARGIN,
+        longest_entry_bytes,
+        message_overhead_bytes,
+        prompt_bytes,
+    )
+    from pyfunc_server.requests import CHAT, GenerationRequest
+
+    messages = [{"role": role, "content": text} for role, text in turns]
+    try:
+        ids = tiny_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False)
+    except Exception:  # an order the template refuses is refused before any bound matters
+        return
+    request = GenerationRequest(kind=CHAT, messages=tuple(messages))
+    counted = prompt_bytes(request, message_overhead_bytes(tiny_tokenizer))
+    assert len(ids) * longest_entry_bytes(tiny_tokenizer) * NORMALIZER_MARGIN >= counted
