@@ -54,6 +54,7 @@ from tracking_ops.volumes import (
 CHUNK = 1024 * 1024
 MAX_MANIFEST_BYTES = 512 * 1024 * 1024
 END_OF_ARCHIVE = b"\0" * tarfile.BLOCKSIZE
+TAIL_BYTES = 4 * CHUNK
 OWNER_ONLY = 0o600
 KEY_NAMES = tuple(f"db/{name}" for name in KEYS)
 RESTORE_COMMAND = "docker compose run --rm -T --no-deps tracking promptlab-restore < backup.tar"
@@ -71,18 +72,35 @@ class Restored:
     manifest: bool = True
 
 
-def recording_tarinfo(last: list[bytes]) -> type[tarfile.TarInfo]:
-    """A TarInfo that keeps the last header block read: tarfile ends its loop silently on a
-    missing, short or garbled header after the first, so a backup cut at a file's end (or
-    damaged there) reads like a whole one; a whole tar ends with a block of zeros."""
+class TailReader:
+    """The backup stream, keeping its last bytes and how many were read: tarfile ends its loop
+    silently on a missing header after the first, so a backup cut at a member's end (or damaged
+    there) reads like a whole one. A whole tar has a block of zeros where the next header would
+    be (tarfile's `offset` after the loop); that is checked on the bytes read, whatever the
+    Python version's tarfile does inside."""
 
-    class Recording(tarfile.TarInfo):
-        @classmethod
-        def frombuf(cls, buf, encoding, errors):
-            last[:] = [buf]
-            return super().frombuf(buf, encoding, errors)
+    def __init__(self, stream: BinaryIO):
+        self.stream = stream
+        self.total = 0
+        self.tail = bytearray()
 
-    return Recording
+    def read(self, n: int = -1) -> bytes:
+        data = self.stream.read(n)
+        self.total += len(data)
+        self.tail += data
+        del self.tail[:-TAIL_BYTES]
+        return data
+
+    def ends_whole(self, end_of_members: int) -> bool:
+        """Whether the bytes at `end_of_members` are the end-of-archive block of zeros (the rest
+        of the stream, a record's padding, is read first)."""
+        for _ in range(TAIL_BYTES // CHUNK + 1):
+            if not self.read(CHUNK):
+                break
+        start = end_of_members - (self.total - len(self.tail))
+        if start < 0:
+            return False  # more padding than a tar writes: not a promptlab-backup file
+        return bytes(self.tail[start : start + tarfile.BLOCKSIZE]) == END_OF_ARCHIVE
 
 
 def artifact_path(rest: str) -> PurePosixPath | None:
@@ -182,10 +200,11 @@ class Staging:
 
 def read_backup(stream: BinaryIO, staging: Staging) -> dict | None:
     """Stage every file of the tar; returns its manifest (None for a backup made without one)."""
-    last: list[bytes] = []
+    reader = TailReader(stream)
     manifest = None
+    whole = False
     try:
-        with tarfile.open(fileobj=stream, mode="r|", tarinfo=recording_tarinfo(last)) as tar:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 if member.isdir():
                     continue
@@ -204,11 +223,12 @@ def read_backup(stream: BinaryIO, staging: Staging) -> dict | None:
                     manifest = json.loads(source.read())
                     continue
                 staging.add(member.name, source)
+            whole = reader.ends_whole(tar.offset)
     except (tarfile.TarError, EOFError, ValueError, UnicodeDecodeError) as e:
         raise NotRestored(f"the backup is incomplete or damaged ({e})") from None
     except OSError as e:
         raise NotRestored(f"cannot stage the backup on the volumes ({e})") from None
-    if last != [END_OF_ARCHIVE]:
+    if not whole:
         raise NotRestored(
             "the backup is incomplete: the tar stops before its end (cut short while it was "
             "copied?)"
