@@ -8,6 +8,7 @@ from __future__ import annotations
 from mlflow.gateway.app import create_app_from_env
 
 from gateway.answer_stream import StreamWholeAnswers
+from gateway.engine_http import close_pooled_session
 from gateway.retry_after import RetryAfterOn429
 from gateway.settings import GatewaySettings
 from promptlab_stack.body_limit import BodyLimit
@@ -16,5 +17,8 @@ from promptlab_stack.body_limit import BodyLimit
 def create_app(settings: GatewaySettings | None = None):
     # Each gunicorn worker reads the same environment start.py validated.
     settings = settings or GatewaySettings.from_env()
-    app = RetryAfterOn429(StreamWholeAnswers(create_app_from_env()))
+    gateway = create_app_from_env()
+    # The worker's pooled connections to the engines are closed when it stops.
+    gateway.router.on_shutdown.append(close_pooled_session)
+    app = RetryAfterOn429(StreamWholeAnswers(gateway))
     return BodyLimit(app, settings.max_request_bytes, "the MLflow AI Gateway")
