@@ -257,15 +257,22 @@ def test_docker_stop_lets_the_requests_in_flight_finish(stack):
         )
         return status, body, time.monotonic()
 
-    with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(long_request, round(0.2 * i, 1)) for i in range(8)]
-        time.sleep(0.5)  # every request has reached the model server
+    # Four full batches (MAX_BATCH_SIZE 16, the rest queued) of 480 tokens each: seconds of work
+    # even for the tiny model, so that generation is still going on when SIGTERM comes (8
+    # requests were once all answered within the half second before it).
+    requests = 64
+    temperatures = [round(0.2 * (i % 8), 1) for i in range(requests)]
+    with ThreadPoolExecutor(requests) as pool:
+        futures = [pool.submit(long_request, t) for t in temperatures]
+        time.sleep(1.0)  # every request has reached the model server
         stop_sent = time.monotonic()
         stack.compose("stop", "pyfunc")
         results = [f.result(timeout=300) for f in futures]
     try:
-        assert [status for status, _, _ in results] == [200] * 8, results
-        assert all(body["usage"]["completion_tokens"] == 480 for _, body, _ in results)
+        assert [status for status, _, _ in results] == [200] * requests, results
+        tokens = [body["usage"]["completion_tokens"] for _, body, _ in results]
+        assert all(n == 480 for n, t in zip(tokens, temperatures, strict=True) if t == 0), tokens
+        assert all(n > 0 for n in tokens), tokens
         # Not vacuous: generation was still going on when SIGTERM was sent.
         assert max(done for _, _, done in results) > stop_sent
     finally:
