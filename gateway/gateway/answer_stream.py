@@ -1,67 +1,55 @@
-"""Streamed chat requests answered whole: errors keep their status, answers stay equal.
+"""Streamed answers that keep their errors' status, and errors that keep their message.
 
 MLflow's Playground, through the tracking server's built-in AI Gateway, asks our gateway's
-OpenAI-compatible `/v1/chat/completions` for `"stream": true`. MLflow's gateway app starts a
-streamed response (status 200) before the provider has run, so a model that is loading or a prompt
-that is too long would break the stream halfway instead of answering with its status and message,
-and our providers would each need a streaming variant of an answer the engines return whole (the
-pyfunc model server's batcher finishes a row before it answers; the OpenAI-compatible provider
-post-processes whole answers, promptlab_stack/text.py).
+OpenAI-compatible `/v1/chat/completions` for `"stream": true`; our providers stream what the
+engines generate (pyfunc_provider.py, openai_engine_provider.py). But MLflow's gateway app starts a
+streamed response (status 200) before the provider has run, so a model that is loading, a prompt
+that is too long or a full queue would break a stream that already said 200, instead of answering
+with its own status and message.
+
+So this ASGI middleware holds the response's start until the first piece of the answer: an error
+before it is answered as it would be unstreamed (its status and `{"detail": message}`, what
+MLflow's translate_http_exception makes of it on its other routes); an error after it ends the
+stream with an `error` event that says what happened, as OpenAI's API does. A stream ends with
+OpenAI's `data: [DONE]`, which MLflow's gateway app leaves out.
 
 MLflow's `/v1/...` handlers also let a provider's error escape as a 500 "Internal Server Error"
-(its `/gateway/<endpoint>/invocations` routes translate them; these do not), so the middleware
-answers such an error with its own status and message, as those routes do.
-
-So this ASGI middleware asks the app for the same request unstreamed. An error passes through
-as it is; an answer is sent as an OpenAI stream: one chunk with the role and the whole text per
-choice, then one with the finish reasons and the token usage (what `stream_options.include_usage`
-asks for), then `[DONE]`. A greedy answer is the same whichever way it is asked.
+on unstreamed requests (its `/gateway/<endpoint>/invocations` routes translate them; these do
+not), so such an error is answered with its own status and message too.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from mlflow.gateway.exceptions import AIGatewayException
 
-# MLflow's OpenAI-compatible routes; only chat is asked to stream (by the built-in AI Gateway).
+logger = logging.getLogger(__name__)
+
+# MLflow's OpenAI-compatible routes.
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
-STREAMED_PATHS = ("/v1/chat/completions",)
+DONE = b"data: [DONE]\n\n"
 
 
-def answer_chunks(answer: dict[str, Any]) -> list[dict[str, Any]]:
-    """A whole chat completion as the chunks OpenAI would have streamed."""
-    head = {
-        "id": answer.get("id"),
-        "object": "chat.completion.chunk",
-        "created": answer.get("created"),
-        "model": answer.get("model"),
-    }
-    choices = answer.get("choices") or []
-    text = [
-        {
-            "index": c.get("index", i),
-            "finish_reason": None,
-            "delta": {
-                "role": "assistant",
-                "content": (c.get("message") or {}).get("content") or "",
-            },
-        }
-        for i, c in enumerate(choices)
-    ]
-    finish = [
-        {"index": c.get("index", i), "delta": {}, "finish_reason": c.get("finish_reason") or "stop"}
-        for i, c in enumerate(choices)
-    ]
-    return [{**head, "choices": text}, {**head, "choices": finish, "usage": answer.get("usage")}]
+def is_event_stream(start: dict[str, Any]) -> bool:
+    return start.get("status") == 200 and any(
+        k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+        for k, v in start.get("headers", [])
+    )
 
 
-def sse(chunks: list[dict[str, Any]]) -> bytes:
-    events = [f"data: {json.dumps(c, ensure_ascii=False)}\n\n" for c in chunks] + [
-        "data: [DONE]\n\n"
-    ]
-    return "".join(events).encode("utf-8")
+def error_response(status: int, detail: Any) -> tuple[int, list, bytes]:
+    body = json.dumps({"detail": detail}, ensure_ascii=False).encode("utf-8")
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    return status, headers, body
+
+
+def error_event(status: int, detail: Any) -> bytes:
+    message = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
+    event = {"error": {"message": message, "code": status}}
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
 
 
 async def _read_body(receive) -> bytes:
@@ -96,8 +84,8 @@ async def _send_whole(send, status: int, headers, body: bytes) -> None:
 
 async def _call_buffered(app, scope, receive) -> tuple[int, list, bytes]:
     """Run the app and return its whole response. A provider error that escapes becomes its status
-    and `{"detail": message}`, as MLflow's translate_http_exception makes it on the other routes
-    (Starlette's error middleware has by then answered a 500, which is dropped)."""
+    and `{"detail": message}` (Starlette's error middleware has by then answered a 500, which is
+    dropped)."""
     start: dict[str, Any] = {}
     parts: list[bytes] = []
 
@@ -112,16 +100,51 @@ async def _call_buffered(app, scope, receive) -> tuple[int, list, bytes]:
     try:
         await app(scope, receive, capture)
     except AIGatewayException as e:
-        body = json.dumps({"detail": e.detail}, ensure_ascii=False).encode("utf-8")
-        return (
-            e.status_code,
-            [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            body,
-        )
+        return error_response(e.status_code, e.detail)
     return start.get("status", 502), start.get("headers", []), b"".join(parts)
 
 
-class StreamWholeAnswers:
+async def _call_streamed(app, scope, receive, send) -> None:
+    """Run the app, its response's start held until the first piece of its body."""
+    held: dict[str, Any] = {}
+    started = False
+
+    async def hold_start(message) -> None:
+        nonlocal started
+        if message["type"] == "http.response.start":
+            held.clear()
+            held.update(message)
+            return
+        if message["type"] == "http.response.body" and not started:
+            if not message.get("body") and message.get("more_body"):
+                return  # nothing to show yet
+            started = True
+            await send(held)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            if is_event_stream(held):  # OpenAI's last event, which MLflow leaves out
+                message = {**message, "body": message.get("body", b"") + DONE}
+        await send(message)
+
+    try:
+        await app(scope, receive, hold_start)
+    except AIGatewayException as e:
+        if not started:
+            return await _send_whole(send, *error_response(e.status_code, e.detail))
+        logger.warning("a streamed answer broke off: %s", e.detail)
+        await send(
+            {
+                "type": "http.response.body",
+                "body": error_event(e.status_code, e.detail) + DONE,
+                "more_body": False,
+            }
+        )
+        return
+    if not started and held:  # an answer with no body at all
+        await send(held)
+        await send({"type": "http.response.body", "body": b""})
+
+
+class StreamedAnswers:
     def __init__(self, app) -> None:
         self.app = app
 
@@ -137,38 +160,7 @@ class StreamWholeAnswers:
             request = json.loads(body)
         except ValueError:
             request = None
-        if not (
-            scope["path"] in STREAMED_PATHS
-            and isinstance(request, dict)
-            and request.get("stream") is True
-        ):
-            return await _send_whole(
-                send, *await _call_buffered(self.app, scope, _replay(body, receive))
-            )
-
-        unstreamed = {k: v for k, v in request.items() if k not in ("stream", "stream_options")}
-        new_body = json.dumps(unstreamed).encode("utf-8")
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-        headers.append((b"content-length", str(len(new_body)).encode()))
-        status, response_headers, answer_body = await _call_buffered(
-            self.app, {**scope, "headers": headers}, _replay(new_body, receive)
-        )
-        if status == 200:
-            try:
-                answer = json.loads(answer_body)
-            except ValueError:
-                answer = None
-            if isinstance(answer, dict):
-                stream = sse(answer_chunks(answer))
-                await _send_whole(
-                    send,
-                    200,
-                    [
-                        (b"content-type", b"text/event-stream; charset=utf-8"),
-                        (b"cache-control", b"no-cache"),
-                        (b"content-length", str(len(stream)).encode()),
-                    ],
-                    stream,
-                )
-                return
-        await _send_whole(send, status, response_headers, answer_body)
+        replayed = _replay(body, receive)
+        if isinstance(request, dict) and request.get("stream") is True:
+            return await _call_streamed(self.app, scope, replayed, send)
+        await _send_whole(send, *await _call_buffered(self.app, scope, replayed))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -73,19 +74,85 @@ async def call(
         answer = json.loads(raw)
     except ValueError:
         answer = None
-    if 300 <= status < 400:
-        logger.warning("%s %s redirected (HTTP %s): not followed", method, url, status)
-        raise AIGatewayException(
-            502, f"{server} answered with a redirect (HTTP {status}), which is not followed"
-        )
     if status != 200:
-        raise AIGatewayException(status_code=status, detail=error_message(answer, server, status))
+        raise refusal(method, url, server, status, answer)
     if not isinstance(answer, dict):
         logger.warning(
             "%s %s answered something other than a JSON object: %r", method, url, raw[:200]
         )
         raise AIGatewayException(502, f"{server} answered something other than a JSON object")
     return answer
+
+
+def refusal(method: str, url: str, server: str, status: int, answer: Any) -> AIGatewayException:
+    """What the gateway answers for an engine's answer other than 200 (a redirect: a 502)."""
+    if 300 <= status < 400:
+        logger.warning("%s %s redirected (HTTP %s): not followed", method, url, status)
+        return AIGatewayException(
+            502, f"{server} answered with a redirect (HTTP {status}), which is not followed"
+        )
+    return AIGatewayException(status_code=status, detail=error_message(answer, server, status))
+
+
+async def stream_events(
+    url: str, server: str, body: dict, headers: dict[str, str] | None = None
+) -> AsyncIterator[dict[str, Any]]:
+    """POST `url` for a stream of server-sent events; yields each event's JSON object until
+    `[DONE]` or the end. Before the first event, the same AIGatewayExceptions as `call` (the
+    engine's own status when it refuses); after it, a 502 for an answer that breaks off, is not
+    JSON or grows past the pool's bound, and the engine's status for an `error` event."""
+    timeout = aiohttp.ClientTimeout(total=MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS.get())
+    read = 0
+    try:
+        async with POOL.session().post(
+            url, json=body, headers=headers, timeout=timeout, allow_redirects=False
+        ) as resp:
+            if resp.status != 200:
+                raw = await resp.content.read(POOL.max_answer_bytes)
+                try:
+                    answer = json.loads(raw)
+                except ValueError:
+                    answer = None
+                raise refusal("POST", url, server, resp.status, answer)
+            async for line in resp.content:
+                read += len(line)
+                if read > POOL.max_answer_bytes:
+                    raise AIGatewayException(
+                        502, f"{server} streamed more than {POOL.max_answer_bytes:,} bytes"
+                    )
+                if not line.startswith(b"data:"):
+                    continue  # a blank line between events, a comment, an event name
+                data = line[len(b"data:") :].strip()
+                if data == b"[DONE]":
+                    return
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    event = None
+                if not isinstance(event, dict):
+                    logger.warning(
+                        "POST %s streamed something other than JSON: %r", url, data[:200]
+                    )
+                    raise AIGatewayException(502, f"{server} streamed something other than JSON")
+                if "error" in event:
+                    error = event["error"] if isinstance(event["error"], dict) else {}
+                    code = error.get("code")
+                    raise AIGatewayException(
+                        code if isinstance(code, int) and 400 <= code < 600 else 502,
+                        error_message(event, server, 502),
+                    )
+                yield event
+    except TimeoutError as e:
+        raise AIGatewayException(status_code=504, detail=f"{server} did not answer in time") from e
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as e:
+        logger.warning("POST %s failed: %r", url, e)
+        raise AIGatewayException(
+            status_code=503 if read == 0 else 502,
+            detail=f"{server} is unreachable ({connection_failure(e)}): "
+            "it is still starting, or down"
+            if read == 0
+            else f"{server} broke off its answer ({connection_failure(e)})",
+        ) from e
 
 
 def connection_failure(error: BaseException) -> str:

@@ -4,12 +4,14 @@ MLflow's built-in `mlflow-model-serving` provider forwards only the first chat m
 always reports null token usage (the Prompt Engineering UI then shows NaN). This provider sends
 the whole request in MLflow's unified LLM shape (`{"messages": [...], "temperature": ...}` or
 `{"prompt": ...}`) to `/invocations`, with `"model"` naming which of the server's models answers
-(the endpoint's model name), and the model answers in OpenAI's shape with real usage.
+(the endpoint's model name), and the model answers in OpenAI's shape with real usage. A streamed
+request goes to `/stream`, which answers as the tokens are generated.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 from urllib.parse import urlparse
 
@@ -19,7 +21,7 @@ from mlflow.gateway.exceptions import AIGatewayException
 from mlflow.gateway.providers.base import BaseProvider
 from mlflow.gateway.schemas import chat, completions
 
-from gateway.engine_http import call
+from gateway.engine_http import call, stream_events
 from gateway.unified_request import chat_body, completions_body
 from promptlab_stack.model_state import STATE_PATH, failure_of
 
@@ -44,30 +46,43 @@ class PyfuncProvider(BaseProvider):
             raise TypeError(f"Invalid config type {config.model.config}")
         self.server_url = config.model.config.model_server_url
         self.invocations_url = f"{self.server_url.rstrip('/')}/invocations"
+        self.stream_url = f"{self.server_url.rstrip('/')}/stream"
         # Named by its compose service (the URL's host), never by its URL: messages reach the
         # browser.
         self.server = f"The model server (service {urlparse(self.server_url).hostname})"
         self.state_path = STATE_PATH  # the model-state volume, read-only here
 
-    async def _invoke(self, body: dict[str, Any]) -> dict[str, Any]:
-        if self.config.model.name:
-            body = {**body, "model": self.config.model.name}
-        try:
-            return await call("POST", self.invocations_url, self.server, body)
-        except AIGatewayException as e:
-            # A model server that stopped on an error waiting cannot fix left the reason behind.
-            failure = (
-                failure_of(self.config.model.name or None, self.state_path)
-                if e.status_code == 503
-                else None
+    def _with_model(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "model": self.config.model.name} if self.config.model.name else body
+
+    def _stopped(self, e: AIGatewayException) -> AIGatewayException:
+        """A model server that stopped on an error waiting cannot fix left the reason behind."""
+        failure = (
+            failure_of(self.config.model.name or None, self.state_path)
+            if e.status_code == 503
+            else None
+        )
+        if failure:
+            return AIGatewayException(
+                503,
+                f"{failure} (the model server has stopped; after the fix, "
+                "run docker compose up -d again)",
             )
-            if failure:
-                raise AIGatewayException(
-                    503,
-                    f"{failure} (the model server has stopped; after the fix, "
-                    "run docker compose up -d again)",
-                ) from e
-            raise
+        return e
+
+    async def _invoke(self, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return await call("POST", self.invocations_url, self.server, self._with_model(body))
+        except AIGatewayException as e:
+            raise self._stopped(e) from e
+
+    async def _stream(self, schema, body: dict[str, Any]) -> AsyncIterator[Any]:
+        """The model server's `/stream` (model/pyfunc_server/stream_route.py), chunk by chunk."""
+        try:
+            async for event in stream_events(self.stream_url, self.server, self._with_model(body)):
+                yield self._answer(schema, event)
+        except AIGatewayException as e:
+            raise self._stopped(e) from e
 
     def _answer(self, schema, resp: dict[str, Any]):
         try:
@@ -85,3 +100,19 @@ class PyfuncProvider(BaseProvider):
         return self._answer(
             completions.ResponsePayload, await self._invoke(completions_body(payload))
         )
+
+    # MLflow declares these as coroutines (its base raises 501); its own providers, like these,
+    # are async generators, which its gateway app iterates.
+    async def _chat_stream(  # type: ignore[override]
+        self, payload: chat.RequestPayload
+    ) -> AsyncIterable[chat.StreamResponsePayload]:
+        async for chunk in self._stream(chat.StreamResponsePayload, chat_body(payload)):
+            yield chunk
+
+    async def _completions_stream(  # type: ignore[override]
+        self, payload: completions.RequestPayload
+    ) -> AsyncIterable[completions.StreamResponsePayload]:
+        async for chunk in self._stream(
+            completions.StreamResponsePayload, completions_body(payload)
+        ):
+            yield chunk

@@ -62,6 +62,9 @@ class Job:
     deadline: float | None = None  # time.monotonic() after which nobody waits for the answer
     future: Future = field(default_factory=Future)
     submitted: float = field(default_factory=time.monotonic)
+    # Told the row's new tokens after each decoding step that does not end it (a streamed answer);
+    # the caller cancels `future` when nobody reads any more, and the row is dropped.
+    progress: Callable[[list[int]], None] | None = None
 
     def expired(self, now: float | None = None) -> bool:
         return self.deadline is not None and (now or time.monotonic()) >= self.deadline

@@ -11,8 +11,9 @@ longest row of the batch to end), and a finished row leaves the batch at once. T
    settings (`PerRowSampling`, sampling.py: temperature, top-k, top-p; greedy rows take the
    argmax);
 4. rows that hit EOS, their max_tokens, a stop string (`StopRules`) or their deadline are answered
-   and removed from the cache (index_select on the batch dimension); leading columns that are
-   padding for every remaining row are cut off;
+   and removed from the cache (index_select on the batch dimension), and so are rows whose
+   stream nobody reads any more (a cancelled future); leading columns that are padding for every
+   remaining row are cut off; a streamed row is told its tokens after every step (`Job.progress`);
 5. queued jobs that fit (MAX_BATCH_SIZE, MAX_BATCH_TOKENS) are taken from the batcher; repeat.
 
 Why our own loop and not transformers' continuous batching (`model.generate_batch`,
@@ -274,6 +275,12 @@ class StepLoop:
         for row, token in zip(rows, tokens, strict=True):
             if row.done:
                 continue
+            if row.job.future.cancelled():  # a streamed answer whose reader went away
+                row.done = True
+                logger.info(
+                    "dropped a row after %d new tokens: its stream was closed", len(row.new_ids)
+                )
+                continue
             if row.job.expired(now):
                 self._end(
                     row, error=DeadlineExceeded(f"stopped after {len(row.new_ids)} new tokens")
@@ -282,6 +289,8 @@ class StepLoop:
             row.new_ids.append(token)
             if self.rules.ends(row.settings, row.new_ids):
                 self._end(row)
+            elif row.job.progress is not None:
+                row.job.progress(row.new_ids)
 
     def _end(self, row: _Row, error: BaseException | None = None) -> None:
         row.done = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, REQUEST_LIMIT_EXCEEDED
@@ -33,8 +34,17 @@ from pyfunc_server.prompt_size import (
 from pyfunc_server.requests import CHAT, GenerationRequest, SamplingParams, bad_request
 from pyfunc_server.sampling import Completion, RowSettings, StopRules, row_settings
 from pyfunc_server.settings import ModelServerSettings
+from pyfunc_server.token_stream import TextDeltas
 
 logger = logging.getLogger(__name__)
+
+
+def timed_out(timeout_s: float, e: DeadlineExceeded) -> MlflowException:
+    return MlflowException(
+        "generation stopped: the request took longer than its "
+        f"{timeout_s:g} s timeout (GENERATION_TIMEOUT_SECONDS); {e}",
+        error_code=DEADLINE_EXCEEDED,
+    )
 
 
 class HFGenerator:
@@ -115,28 +125,41 @@ class HFGenerator:
     ) -> list[Completion]:
         """Generate for every request; runs in the caller's thread, batched with other callers'.
         `deadline` (time.monotonic()) defaults to now plus the request timeout."""
+        jobs = self.submit(requests, deadline)
+        try:
+            return [job.future.result() for job in jobs]
+        except DeadlineExceeded as e:
+            raise timed_out(self.request_timeout_s, e) from e
+
+    def submit(
+        self,
+        requests: list[GenerationRequest],
+        deadline: float | None = None,
+        progress: Callable[[list[int]], None] | None = None,
+    ) -> list[Job]:
+        """Queue every request's row (all or none: a 429 when the queue is full); `progress`:
+        told a row's new tokens after each step (streaming, one request)."""
         # Bad input fails here, in this request's own thread, before anything is queued.
         rows = [self._settings(r, self.encode(r)) for r in requests]
         if deadline is None:
             deadline = time.monotonic() + self.request_timeout_s
+        jobs = [
+            Job(row, width=len(row.ids), budget=row.budget, deadline=deadline, progress=progress)
+            for row in rows
+        ]
         try:
-            jobs = self.batcher.submit_all(
-                [Job(row, width=len(row.ids), budget=row.budget, deadline=deadline) for row in rows]
-            )
+            self.batcher.submit_all(jobs)
         except QueueFull as e:
             # 429: the gateway and the UI proxy pass it on with Retry-After.
             raise MlflowException(
                 f"the model server is busy: {e}; try again in a moment",
                 error_code=REQUEST_LIMIT_EXCEEDED,
             ) from e
-        try:
-            return [job.result() for job in jobs]
-        except DeadlineExceeded as e:
-            raise MlflowException(
-                "generation stopped: the request took longer than its "
-                f"{self.request_timeout_s:g} s timeout (GENERATION_TIMEOUT_SECONDS); {e}",
-                error_code=DEADLINE_EXCEEDED,
-            ) from e
+        return jobs
+
+    def text_deltas(self, row: RowSettings) -> TextDeltas:
+        """What to show of `row`'s answer as it is generated (token_stream.py)."""
+        return TextDeltas(self.tokenizer, self.eos_ids, row)
 
     def _settings(self, request: GenerationRequest, ids: list[int]) -> RowSettings:
         return row_settings(

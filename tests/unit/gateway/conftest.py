@@ -1,5 +1,5 @@
 """The gateway's fixtures: MLflow's real gateway app on the config our renderer produces, in front
-of MLflow's real scoring server serving the tiny model.
+of the model server's app (MLflow's scoring server and our stream route) serving the tiny model.
 
 No Docker: the scoring server runs with uvicorn on a loopback port in this process, and the
 gateway app is built from the rendered config exactly as `mlflow gateway start` builds it.
@@ -16,10 +16,17 @@ from loopback import serving
 
 @pytest.fixture(scope="session")
 def model_server(pyfunc_dir):
-    import mlflow.pyfunc
-    from mlflow.pyfunc import scoring_server
+    """The model server's app as the container serves it (scoring_app.create_app)."""
+    import os
 
-    with serving(scoring_server.init(mlflow.pyfunc.load_model(str(pyfunc_dir)))) as url:
+    from pyfunc_server.scoring_app import MODEL_PATH_ENV, create_app
+
+    os.environ[MODEL_PATH_ENV] = str(pyfunc_dir)
+    try:
+        app = create_app()
+    finally:
+        del os.environ[MODEL_PATH_ENV]
+    with serving(app) as url:
         yield url
 
 
@@ -29,14 +36,14 @@ def _gateway_for(url: str):
     as the container serves it (gateway/app.py), on one event loop; its pool closed after."""
     from mlflow.gateway.app import create_app_from_config
 
-    from gateway.answer_stream import StreamWholeAnswers
+    from gateway.answer_stream import StreamedAnswers
     from gateway.engine_http import close_pooled_session
     from gateway.render_config import BACKEND_URLS, render, validate
     from gateway.settings import GatewaySettings
 
     settings = GatewaySettings(model_id="/models/tiny-ja", model_backend="pyfunc")
     config = validate(render(settings, {**BACKEND_URLS, "pyfunc": url}))
-    with TestClient(StreamWholeAnswers(create_app_from_config(config))) as client:
+    with TestClient(StreamedAnswers(create_app_from_config(config))) as client:
         yield client
         client.portal.call(close_pooled_session)
 

@@ -1,5 +1,5 @@
-"""Streamed chat requests answered whole, and errors that keep their status on MLflow's OpenAI
-routes (gateway/answer_stream.py), through the real gateway app and scoring server
+"""Streamed answers, and errors that keep their status on MLflow's OpenAI routes
+(gateway/answer_stream.py), through the real gateway app and the model server's app
 (tests/unit/gateway/conftest.py)."""
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def test_a_streamed_chat_request_gets_the_same_answer_as_chunks_with_usage(
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/event-stream")
     chunks = streamed_events(r.text)
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
-    assert text == greedy_chat(*reference_model, messages, 8)
+    pieces = [c["choices"][0]["delta"].get("content") or "" for c in chunks]
+    assert "".join(pieces) == greedy_chat(*reference_model, messages, 8)
+    assert len([p for p in pieces if p]) > 1  # as generated, not whole at the end
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["usage"]["completion_tokens"] == 8
 
@@ -57,7 +58,17 @@ def test_a_streamed_request_that_fails_keeps_the_model_servers_status_and_messag
         },
     )
     assert r.status_code == 400
-    assert "context is 512 tokens" in r.text
+    assert "context is 512 tokens" in r.json()["detail"]
+
+
+def test_a_streamed_completion_joins_to_the_unstreamed_one(gateway):
+    body = {"model": "tiny-ja-completions", "prompt": "東京は", "temperature": 0, "max_tokens": 12}
+    whole = gateway.post("/v1/completions", json=body).json()
+    r = gateway.post("/v1/completions", json={**body, "stream": True})
+    assert r.status_code == 200, r.text
+    chunks = streamed_events(r.text)
+    assert "".join(c["choices"][0]["text"] or "" for c in chunks) == whole["choices"][0]["text"]
+    assert chunks[-1]["usage"] == whole["usage"]
 
 
 def test_openai_routes_keep_the_model_servers_status_and_message_unstreamed_too(gateway):

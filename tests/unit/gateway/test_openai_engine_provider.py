@@ -142,3 +142,99 @@ def test_each_server_gets_the_key_its_entry_names(monkeypatch):
                 assert r.status_code == 200, r.text
             gateway.portal.call(close_pooled_session)
     assert seen == {"team": "Bearer team-secret", "other": "Bearer shared-secret"}
+
+
+def test_an_engines_stream_is_passed_on_as_it_comes_and_a_break_is_an_error_event():
+    """A stand-in OpenAI-compatible engine streams its answer; the gateway passes each chunk on
+    (with OpenAI's [DONE]); one that refuses before its first chunk keeps its status; one that
+    breaks off mid-answer ends the stream with an error event."""
+    import json
+
+    from mlflow.gateway.app import create_app_from_config
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    from gateway.answer_stream import StreamedAnswers
+    from gateway.engine_http import close_pooled_session
+    from gateway.render_config import render, validate
+    from gateway.settings import GatewaySettings
+
+    asked: list[dict] = []
+
+    def chunk(content=None, finish=None, usage=None) -> bytes:
+        delta = {} if content is None else {"content": content}
+        event = {
+            "id": "c1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            **({"usage": usage} if usage else {}),
+        }
+        return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+
+    async def chat(request):
+        body = await request.json()
+        asked.append(body)
+        said = body["messages"][-1]["content"]
+        if said == "busy":
+            return JSONResponse({"error": {"message": "queue full"}}, status_code=429)
+
+        async def events():
+            yield chunk("りん")
+            yield chunk("ご")
+            if said == "break":
+                error = {"error": {"message": "the engine ran out of memory", "code": 500}}
+                yield f"data: {json.dumps(error)}\n\n".encode()
+                return
+            usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+            yield chunk(None, "stop", usage)
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    engine = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+    with serving(engine) as url:
+        settings = GatewaySettings(
+            model_id="/models/tiny-ja",
+            model_backend="pyfunc",
+            openai_compatible_endpoints=f"far={url}/v1#m",
+        )
+        config = validate(render(settings, has_completions=lambda url: None))
+        with TestClient(StreamedAnswers(create_app_from_config(config))) as gateway:
+
+            def ask(content: str):
+                return gateway.post(
+                    "/v1/chat/completions",
+                    json={
+                        "model": "far",
+                        "messages": [{"role": "user", "content": content}],
+                        "stream": True,
+                    },
+                )
+
+            r = ask("hello")
+            assert r.status_code == 200, r.text
+            events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+            assert events[-1] == "[DONE]"
+            chunks = [json.loads(e) for e in events[:-1]]
+            assert [c["choices"][0]["delta"].get("content") for c in chunks] == ["りん", "ご", None]
+            assert chunks[-1]["usage"]["completion_tokens"] == 2
+            assert asked[-1]["stream"] is True and asked[-1]["model"] == "m"
+            assert asked[-1]["stream_options"] == {"include_usage": True}
+
+            r = ask("busy")
+            assert r.status_code == 429 and r.json()["detail"] == "queue full", r.text
+
+            r = ask("break")
+            assert r.status_code == 200
+            events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+            assert events[-1] == "[DONE]"
+            error = json.loads(events[-2])["error"]
+            assert error == {"message": "the engine ran out of memory", "code": 500}, events
+            assert [json.loads(e)["choices"][0]["delta"]["content"] for e in events[:2]] == [
+                "りん",
+                "ご",
+            ]
+            gateway.portal.call(close_pooled_session)
