@@ -68,21 +68,25 @@ def test_ai_gateway_chat_on_local_models_equals_greedy_with_token_usage(
         assert body["usage"]["completion_tokens"] == 10 and body["usage"]["prompt_tokens"] > 20
 
 
-def test_a_streamed_ai_gateway_call_gets_the_same_answer(stack, stack_reference_model):
+def test_a_streamed_ai_gateway_call_streams_the_same_answer(stack, stack_reference_model):
+    """Through the built-in AI Gateway (its endpoint route and its OpenAI route), our gateway and
+    the model server's /stream: the answer in pieces as generated, joined equal to greedy."""
     stack.wait_for_ai_gateway_endpoints(MODELS)
-    status, text = stack.request(
-        "POST",
-        f"gateway/{SERVED_MODEL_NAME}/mlflow/invocations",
-        {"messages": CONVERSATION, "temperature": 0, "max_tokens": 10, "stream": True},
-    )
-    assert status == 200 and isinstance(text, str), text
-    chunks = [
-        json.loads(line.removeprefix("data: "))
-        for line in text.splitlines()
-        if line.startswith("data: ") and line != "data: [DONE]"
-    ]
-    answer = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
-    assert answer == greedy_chat(*stack_reference_model, CONVERSATION, 10)
+    body = {"messages": CONVERSATION, "temperature": 0, "max_tokens": 10, "stream": True}
+    for path, request in (
+        (f"gateway/{SERVED_MODEL_NAME}/mlflow/invocations", body),
+        ("gateway/mlflow/v1/chat/completions", {**body, "model": SERVED_MODEL_NAME}),
+    ):
+        status, text = stack.request("POST", path, request)
+        assert status == 200 and isinstance(text, str), (path, text)
+        chunks = [
+            json.loads(line.removeprefix("data: "))
+            for line in text.splitlines()
+            if line.startswith("data: ") and line != "data: [DONE]"
+        ]
+        pieces = [c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]]
+        assert "".join(pieces) == greedy_chat(*stack_reference_model, CONVERSATION, 10), path
+        assert len([p for p in pieces if p]) > 2, (path, pieces)  # not whole at the end
 
 
 def test_model_errors_keep_their_status_and_message_through_the_ai_gateway(stack):
