@@ -163,8 +163,14 @@ class StreamRoute:
         loop = asyncio.get_running_loop()
         tokens: asyncio.Queue = asyncio.Queue()
 
-        def progress(new_ids: list[int]) -> None:  # in the batcher's thread
-            loop.call_soon_threadsafe(tokens.put_nowait, list(new_ids))
+        def tell(item: list[int] | None) -> None:  # from the batcher's thread
+            try:
+                loop.call_soon_threadsafe(tokens.put_nowait, item)
+            except RuntimeError:  # the server's loop has closed: nobody reads any more
+                pass
+
+        def progress(new_ids: list[int]) -> None:
+            tell(list(new_ids))
 
         try:
             try:
@@ -179,9 +185,7 @@ class StreamRoute:
                 status_code=e.get_http_status_code(),
                 media_type="application/json",
             )(scope, receive, send)
-        stream.job.future.add_done_callback(
-            lambda _: loop.call_soon_threadsafe(tokens.put_nowait, None)
-        )
+        stream.job.future.add_done_callback(lambda _: tell(None))
         response = StreamingResponse(
             events(stream, tokens),
             media_type="text/event-stream",

@@ -5,10 +5,12 @@ Two things are held back until the next step shows what they are:
 - the bytes of a character not yet complete (a byte-level tokenizer decodes them as U+FFFD);
 - text at the end that could be the beginning of a stop string (the answer is cut before a stop
   string, which must never be shown, even in part).
-The decoded text is taken from all the row's tokens each time (as `finish` does), so a tokenizer
-that joins tokens differently from piece to piece still ends with the same answer; text already
-sent is never taken back: when the answer does not begin with it (a decoder that rewrites earlier
-text), the rest is not streamed and the last piece carries what differs (`rest`).
+The decoded text is taken from all the row's tokens each time (as `finish` does), so the pieces
+join to the answer for any decoder whose text for more tokens begins with its text for fewer
+(byte-level BPE and SentencePiece with byte fallback, llm-jp-3's). Text already sent cannot be
+taken back: for a decoder that rewrites earlier text, nothing more is streamed once the two
+differ (`diverged`, logged by stream_route.py) and the stream ends with the answer's rest only
+where the answer still begins with what was sent.
 """
 
 from __future__ import annotations
