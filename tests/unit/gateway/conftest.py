@@ -12,21 +12,13 @@ from contextlib import contextmanager
 import pytest
 from fastapi.testclient import TestClient
 from loopback import serving
+from model_server import model_server_app
 
 
 @pytest.fixture(scope="session")
 def model_server(pyfunc_dir):
     """The model server's app as the container serves it (scoring_app.create_app)."""
-    import os
-
-    from pyfunc_server.scoring_app import MODEL_PATH_ENV, create_app
-
-    os.environ[MODEL_PATH_ENV] = str(pyfunc_dir)
-    try:
-        app = create_app()
-    finally:
-        del os.environ[MODEL_PATH_ENV]
-    with serving(app) as url:
+    with serving(model_server_app(pyfunc_dir)) as url:
         yield url
 
 

@@ -120,7 +120,10 @@ def test_the_model_server_url_is_the_compose_service_unless_given():
     }
 
 
-def test_openai_endpoints_are_added_only_with_a_key_and_keep_it_out_of_the_file():
+def test_openai_endpoints_are_added_only_with_a_key_and_keep_it_out_of_the_file(monkeypatch):
+    # As in the gateway container, where the key is in the environment (MLflow resolves the
+    # `$OPENAI_API_KEY` reference there once a gateway app has been made in this process).
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     assert not any(n.startswith("openai-") for n in endpoints({}))
     eps = endpoints({"OPENAI_API_KEY": "sk-secret", "OPENAI_CHAT_MODELS": "gpt-4o-mini, gpt-4.1"})
     assert eps["openai-gpt-4o-mini"]["model"]["config"] == {"openai_api_key": "$OPENAI_API_KEY"}

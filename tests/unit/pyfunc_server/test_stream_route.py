@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 
@@ -14,19 +13,14 @@ import pytest
 import requests
 from constants import SERVED_MODEL_NAME
 from loopback import serving
+from model_server import model_server_app
 
 QUESTION = [{"role": "user", "content": "りんごは何色ですか？"}]
 
 
 @pytest.fixture(scope="module")
 def server(pyfunc_dir):
-    from pyfunc_server.scoring_app import MODEL_PATH_ENV, create_app
-
-    os.environ[MODEL_PATH_ENV] = str(pyfunc_dir)
-    try:
-        app = create_app()
-    finally:
-        del os.environ[MODEL_PATH_ENV]
+    app = model_server_app(pyfunc_dir)
     with serving(app) as url:
         yield url, app.app.python_model  # BodyLimit(StreamRoute(...))
 

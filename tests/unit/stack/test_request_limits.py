@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from loopback import serving
+from model_server import model_server_app
 
 LIMIT_MB = 0.02  # 20,000 bytes: small enough to send a body past it quickly
 LIMIT_BYTES = 20_000
@@ -55,9 +56,6 @@ def chat_body(text: str) -> bytes:
 @pytest.fixture(scope="module")
 def limited_model_server(tiny_model_dir, tmp_path_factory):
     """The model server's app as the container runs it, saved with MAX_REQUEST_MB=0.02."""
-    import os
-
-    from pyfunc_server.scoring_app import MODEL_PATH_ENV, create_app
     from pyfunc_server.settings import ModelServerSettings
     from pyfunc_server.start import save
 
@@ -70,12 +68,7 @@ def limited_model_server(tiny_model_dir, tmp_path_factory):
             max_request_mb=LIMIT_MB,
         ),
     )
-    os.environ[MODEL_PATH_ENV] = str(path)
-    try:
-        app = create_app()
-    finally:
-        del os.environ[MODEL_PATH_ENV]
-    with serving(app) as url:
+    with serving(model_server_app(path)) as url:
         yield url
 
 
