@@ -125,6 +125,37 @@ def test_external_endpoints_are_ai_gateway_endpoints_too_and_answer_there(
         )
 
 
+def test_an_engines_stream_is_passed_through_in_pieces_equal_to_greedy(
+    standin_stack, standin_reference
+):
+    """`"stream": true` through the built-in AI Gateway and our gateway to the engine's own
+    stream (`transformers serve` standing in for TGI, and an external server)."""
+    import json
+
+    standin_stack.wait_for_ai_gateway_endpoints(sorted([CHAT, "host-ts", "net-ts"]))
+    for endpoint in (CHAT, "host-ts"):
+        status, text = standin_stack.request(
+            "POST",
+            "gateway/mlflow/v1/chat/completions",
+            {
+                "model": endpoint,
+                "messages": QUESTION,
+                "temperature": 0,
+                "max_tokens": 12,
+                "stream": True,
+            },
+        )
+        assert status == 200 and isinstance(text, str), (endpoint, text)
+        chunks = [
+            json.loads(line.removeprefix("data: "))
+            for line in text.splitlines()
+            if line.startswith("data: ") and line != "data: [DONE]"
+        ]
+        pieces = [c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]]
+        assert "".join(pieces) == greedy_chat(*standin_reference, QUESTION, 12), endpoint
+        assert len([p for p in pieces if p]) > 2, (endpoint, pieces)
+
+
 @pytest.mark.parametrize("endpoint", [CHAT, "net-ts", "host-ts"])
 def test_japanese_chat_equals_plain_transformers_with_usage(
     standin_stack, standin_reference, endpoint
