@@ -52,3 +52,14 @@ def pyfunc_dir(tiny_model_dir, tmp_path_factory) -> Path:
         path, ModelServerSettings(model_id=str(tiny_model_dir), served_model_name=SERVED_MODEL_NAME)
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def model_server(pyfunc_dir):
+    """The model server's app as the container serves it (scoring_app.create_app), with uvicorn on
+    a loopback port in this process: its URL."""
+    from loopback import serving  # scripts/
+    from model_server import model_server_app
+
+    with serving(model_server_app(pyfunc_dir)) as url:
+        yield url

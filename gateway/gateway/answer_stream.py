@@ -1,11 +1,12 @@
 """Streamed answers that keep their errors' status, and errors that keep their message.
 
-MLflow's Playground, through the tracking server's built-in AI Gateway, asks our gateway's
-OpenAI-compatible `/v1/chat/completions` for `"stream": true`; our providers stream what the
-engines generate (pyfunc_provider.py, openai_engine_provider.py). But MLflow's gateway app starts a
-streamed response (status 200) before the provider has run, so a model that is loading, a prompt
-that is too long or a full queue would break a stream that already said 200, instead of answering
-with its own status and message.
+The tracking server's built-in AI Gateway asks our gateway's OpenAI-compatible
+`/v1/chat/completions` for `"stream": true` when its client does, and `promptlab-eval` asks an
+endpoint's `/gateway/<endpoint>/invocations` (through the UI's proxy); our providers stream what
+the engines generate (pyfunc_provider.py, openai_engine_provider.py). But MLflow's gateway app
+starts a streamed response (status 200) before the provider has run, so a model that is loading, a
+prompt that is too long or a full queue would break a stream that already said 200, instead of
+answering with its own status and message.
 
 So this ASGI middleware holds the response's start until the first piece of the answer: an error
 before it is answered as it would be unstreamed (its status and `{"detail": message}`, what
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 from mlflow.gateway.exceptions import AIGatewayException
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # MLflow's OpenAI-compatible routes.
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
+# MLflow's own endpoint routes, which stream too.
+INVOCATIONS_PATH = re.compile(r"/gateway/[^/]+/invocations")
 DONE = b"data: [DONE]\n\n"
 
 
@@ -149,11 +153,10 @@ class StreamedAnswers:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["method"] != "POST"
-            or scope["path"] not in OPENAI_PATHS
-        ):
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        openai = scope["path"] in OPENAI_PATHS
+        if not openai and not INVOCATIONS_PATH.fullmatch(scope["path"]):
             return await self.app(scope, receive, send)
         body = await _read_body(receive)
         try:
@@ -163,4 +166,6 @@ class StreamedAnswers:
         replayed = _replay(body, receive)
         if isinstance(request, dict) and request.get("stream") is True:
             return await _call_streamed(self.app, scope, replayed, send)
+        if not openai:  # MLflow's endpoint routes answer their errors with their status already
+            return await self.app(scope, replayed, send)
         await _send_whole(send, *await _call_buffered(self.app, scope, replayed))

@@ -17,7 +17,11 @@ from promptlab_stack.body_limit import BodyLimit
 def create_app(settings: GatewaySettings | None = None):
     # Each gunicorn worker reads the same environment start.py validated.
     settings = settings or GatewaySettings.from_env()
-    gateway = create_app_from_env()
+    return as_served(create_app_from_env(), settings)
+
+
+def as_served(gateway, settings: GatewaySettings):
+    """MLflow's gateway app `gateway`, wrapped as the container serves it."""
     # The worker's pooled connections to the engines are closed when it stops.
     gateway.router.on_shutdown.append(close_pooled_session)
     app = RetryAfterOn429(StreamedAnswers(gateway))

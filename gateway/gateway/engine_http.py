@@ -101,11 +101,14 @@ async def stream_events(
     `[DONE]` or the end. Before the first event, the same AIGatewayExceptions as `call` (the
     engine's own status when it refuses); after it, a 502 for an answer that breaks off, is not
     JSON or grows past the pool's bound, and the engine's status for an `error` event."""
-    timeout = aiohttp.ClientTimeout(total=MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS.get())
     read = 0
     try:
-        async with POOL.session().post(
-            url, json=body, headers=headers, timeout=timeout, allow_redirects=False
+        async with POOL.open(
+            "POST",
+            url,
+            json=body,
+            headers=headers,
+            timeout_s=MLFLOW_GATEWAY_ROUTE_TIMEOUT_SECONDS.get(),
         ) as resp:
             if resp.status != 200:
                 raw = await resp.content.read(POOL.max_answer_bytes)

@@ -103,6 +103,11 @@ def test_five_rows_on_two_endpoints_make_two_runs_of_five_rows_equal_to_greedy(
             messages = [{"role": "user", "content": prompt_of(row)}]
             assert got["output"] == greedy_chat(*reference, messages, MAX_TOKENS), endpoint
             assert int(got["MLFLOW_total_tokens"]) > MAX_TOKENS and float(got["MLFLOW_latency"]) > 0
+            # Streamed: the first piece came before the end.
+            assert 0 < float(got["MLFLOW_time_to_first_token"]) < float(got["MLFLOW_latency"])
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        slowest = max(float(r["MLFLOW_latency"]) for r in rows)
+        assert 0 < metrics["median_time_to_first_token_ms"] < slowest
         # As the UI makes them: what the evaluation view, "Duplicate run" and "Evaluate all" read.
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
         params = {p["key"]: p["value"] for p in run["data"]["params"]}
@@ -120,6 +125,7 @@ def test_five_rows_on_two_endpoints_make_two_runs_of_five_rows_equal_to_greedy(
         assert "ｶﾀｶﾅ" in raw
     summary = out.stdout.decode()
     assert CHAT in summary and SECOND in summary and "mean latency ms" in summary
+    assert "median first token ms" in summary
 
 
 def test_the_same_command_again_redoes_nothing(stack, five_rows_on_two_models):

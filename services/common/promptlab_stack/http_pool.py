@@ -15,7 +15,9 @@ else in promptlab_stack imports this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
+from collections.abc import AsyncIterator
 
 import aiohttp
 
@@ -59,6 +61,36 @@ class SessionPool:
             self._sessions[loop] = session
         return session
 
+    @contextlib.asynccontextmanager
+    async def open(
+        self,
+        method: str,
+        url: str,
+        *,
+        timeout_s: float,
+        json=None,
+        headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """`method url` with a JSON body, its response open to be read as it comes (a streamed
+        answer); a redirect is answered as it is, not followed. `timeout_s` bounds the whole
+        exchange, reading included."""
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
+        async with self.session().request(
+            method, url, json=json, headers=headers, timeout=timeout, allow_redirects=False
+        ) as resp:
+            yield resp
+
+    async def read(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole body of `resp`, or AnswerTooLarge past `max_answer_bytes`."""
+        if (resp.content_length or 0) > self.max_answer_bytes:
+            raise AnswerTooLarge(self.max_answer_bytes)
+        body = await resp.content.read(self.max_answer_bytes + 1)
+        while len(body) <= self.max_answer_bytes and not resp.content.at_eof():
+            body += await resp.content.read(self.max_answer_bytes + 1 - len(body))
+        if len(body) > self.max_answer_bytes:
+            raise AnswerTooLarge(self.max_answer_bytes)
+        return body
+
     async def request(
         self,
         method: str,
@@ -71,18 +103,8 @@ class SessionPool:
         """`method url` with a JSON body; the status and the whole body (a redirect is answered
         as it is, not followed). Raises asyncio's TimeoutError after `timeout_s`, aiohttp's errors
         when there is no answer, AnswerTooLarge past `max_answer_bytes`."""
-        timeout = aiohttp.ClientTimeout(total=timeout_s)
-        async with self.session().request(
-            method, url, json=json, headers=headers, timeout=timeout, allow_redirects=False
-        ) as resp:
-            if (resp.content_length or 0) > self.max_answer_bytes:
-                raise AnswerTooLarge(self.max_answer_bytes)
-            body = await resp.content.read(self.max_answer_bytes + 1)
-            while len(body) <= self.max_answer_bytes and not resp.content.at_eof():
-                body += await resp.content.read(self.max_answer_bytes + 1 - len(body))
-            if len(body) > self.max_answer_bytes:
-                raise AnswerTooLarge(self.max_answer_bytes)
-            return resp.status, body
+        async with self.open(method, url, timeout_s=timeout_s, json=json, headers=headers) as resp:
+            return resp.status, await self.read(resp)
 
     async def close(self) -> None:
         """Close the running event loop's session (at an app's shutdown, and in tests)."""

@@ -125,16 +125,19 @@ def load_inputs(
 
 def summary_table(summaries: list[Summary]) -> str:
     names = sorted({k for s in summaries for k in s.scores})
-    head = ["endpoint", "rows", "failed", "reused", "mean latency ms", "tokens", *names, "run"]
+    head = ["endpoint", "rows", "failed", "reused", "mean latency ms", "median first token ms"]
+    head += ["tokens", *names, "run"]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for s in summaries:
         latency = f"{s.mean_latency_ms:.0f}" if s.mean_latency_ms is not None else "-"
+        first = f"{s.median_first_token_ms:.0f}" if s.median_first_token_ms is not None else "-"
         cells = [
             s.endpoint,
             str(s.rows),
             str(s.failures),
             str(s.reused),
             latency,
+            first,
             str(s.tokens),
             *(f"{s.scores[n]:.2f}" if n in s.scores else "-" for n in names),
             s.run_id,

@@ -1,12 +1,16 @@
 """The REST calls `promptlab-eval` makes, the same the Prompt Engineering UI makes: the gateway
 proxy for answers, create-promptlab-run for a run, upload-artifact for its table. One keep-alive
-session per thread."""
+session per thread.
+
+Unlike the UI, it asks for answers as a stream (the proxy passes the gateway's stream through), so
+that each row's time to its first token is measured where the user would see it."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -19,6 +23,36 @@ PROXY = "ajax-api/2.0/mlflow/gateway-proxy"
 
 class TrackingError(RuntimeError):
     """The tracking server refused a call; the message is its own."""
+
+
+@dataclass
+class Answer:
+    """An endpoint's answer: its text, usage, and the times the client saw, in ms."""
+
+    text: str
+    usage: dict[str, Any] = field(default_factory=dict)
+    latency_ms: float = 0.0
+    first_token_ms: float = 0.0
+
+
+def error_of(status: int, body: Any) -> TrackingError:
+    message = body.get("message", body) if isinstance(body, dict) else body
+    return TrackingError(f"HTTP {status}: {message}")
+
+
+def piece_of(event: dict) -> str:
+    """The text of one streamed chunk (chat: the delta's content; completions: the text)."""
+    choices = event.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    delta = choice.get("delta")
+    content = delta.get("content") if isinstance(delta, dict) else None
+    return content or choice.get("text") or ""
+
+
+def whole_text(body: dict) -> str:
+    """The text of an unstreamed answer (chat or completions)."""
+    choice = body["choices"][0]
+    return choice["message"]["content"] if "message" in choice else choice["text"]
 
 
 class TrackingClient:
@@ -57,8 +91,7 @@ class TrackingClient:
         except ValueError:
             body = resp.text
         if resp.status_code != 200:
-            message = body.get("message", body) if isinstance(body, dict) else body
-            raise TrackingError(f"HTTP {resp.status_code}: {message}")
+            raise error_of(resp.status_code, body)
         return body
 
     def server_version(self) -> str:
@@ -77,15 +110,55 @@ class TrackingClient:
         body = self.call("GET", PROXY, params={"gateway_path": "api/2.0/endpoints/"})
         return {e["name"]: e["endpoint_type"] for e in body.get("endpoints", [])}
 
-    def invoke(self, endpoint: str, payload: dict) -> tuple[dict, float]:
-        """The endpoint's answer and its latency in ms, as the UI measures it."""
+    def invoke(self, endpoint: str, payload: dict) -> Answer:
+        """The endpoint's answer, streamed: its text and usage, its latency and its time to the
+        first piece of text in ms. An error before the first token raises TrackingError with the
+        gateway's status and message; one after it (an `error` event) too."""
         started = time.perf_counter()
-        body = self.call(
-            "POST",
-            PROXY,
-            json_body={"gateway_path": f"gateway/{endpoint}/invocations", "json_data": payload},
+        resp = self._session().post(
+            f"{self.url}/{PROXY}",
+            json={
+                "gateway_path": f"gateway/{endpoint}/invocations",
+                "json_data": {**payload, "stream": True},
+            },
+            timeout=self.timeout_s,
+            stream=True,
         )
-        return body, (time.perf_counter() - started) * 1000
+        with resp:
+            if not resp.headers.get("content-type", "").startswith("text/event-stream"):
+                try:
+                    body = resp.json()
+                except ValueError:
+                    body = resp.text
+                if resp.status_code != 200:
+                    raise error_of(resp.status_code, body)
+                elapsed = (time.perf_counter() - started) * 1000
+                return Answer(whole_text(body), body.get("usage") or {}, elapsed, elapsed)
+            answer = Answer("")
+            pieces: list[str] = []
+            for line in resp.iter_lines():
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[len(b"data:") :].strip()
+                if data == b"[DONE]":
+                    break
+                event = json.loads(data)
+                if not isinstance(event, dict):
+                    raise ValueError("the gateway streamed something other than a JSON object")
+                if "error" in event:
+                    error = event["error"] if isinstance(event["error"], dict) else {}
+                    raise TrackingError(
+                        f"HTTP {error.get('code', 502)}: {error.get('message', event['error'])}"
+                    )
+                if (piece := piece_of(event)) and not answer.first_token_ms:
+                    answer.first_token_ms = (time.perf_counter() - started) * 1000
+                pieces.append(piece)
+                answer.usage = event.get("usage") or answer.usage
+        answer.text = "".join(pieces)
+        answer.latency_ms = (time.perf_counter() - started) * 1000
+        if not answer.first_token_ms:  # an empty answer: its first token is its end
+            answer.first_token_ms = answer.latency_ms
+        return answer
 
     # -- runs ----------------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:

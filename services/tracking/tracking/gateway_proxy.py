@@ -11,11 +11,18 @@ answered on the event loop ahead of the Flask mount, with one pool of keep-alive
 worker process (promptlab_stack/http_pool.py). MLflow's Flask view, through the WSGI bridge,
 took a worker thread and a new connection per prompt: measured with bench/, that added latency
 to every call and capped how much the UI gained from prompts in flight.
+
+A request whose `json_data` asks for `"stream": true` (MLflow's UI never does; `promptlab-eval`
+does, to time the first token) gets the gateway's stream as it comes: an error before the first
+piece keeps its status and message as above, a stream that breaks off ends with an `error` event.
+Closing the stream closes the gateway's, and so frees the model server's row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 
 from promptlab_stack.body_limit import drop_some
 from promptlab_stack.error_body import readable_message
@@ -41,6 +48,9 @@ ROUTE_SUFFIX = "/mlflow/gateway-proxy"
 # What MLflow answers for the endpoint list when no gateway is configured.
 NO_GATEWAY_ANSWER = json.dumps({"endpoints": []}).encode()
 POOL_MAX_CONNECTIONS = 256
+DONE = b"data: [DONE]\n\n"
+# Through a reverse proxy (the tls profile's nginx), each piece goes on as it comes.
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class ProxyError(Exception):
@@ -97,6 +107,16 @@ def error_body(status: int, message: str) -> bytes:
     return json.dumps({"error_code": code, "message": message}, ensure_ascii=False).encode()
 
 
+def error_event(status: int, message: str) -> bytes:
+    """The last event of a stream that broke off (OpenAI's shape, as the gateway sends its own)."""
+    event = {"error": {"message": message, "code": status}}
+    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode() + DONE
+
+
+def wants_stream(method: str, json_data) -> bool:
+    return method == "POST" and isinstance(json_data, dict) and json_data.get("stream") is True
+
+
 def gateway_error_message(body: bytes, status: int) -> str:
     """The human part of a gateway error body (promptlab_stack/error_body.py): FastAPI's `detail`,
     a list of pydantic errors, or an engine's own error object nested inside."""
@@ -117,6 +137,43 @@ class GatewayClient:
 
     async def request(self, method: str, url: str, json_data) -> tuple[int, bytes]:
         return await self.pool.request(method, url, json=json_data, timeout_s=self.timeout_s)
+
+    async def stream(self, url: str, json_data: dict) -> tuple[int, bytes] | AsyncIterator[bytes]:
+        """POST for a stream: the gateway's pieces as they come when it streams (its response is
+        closed when they have all been read, or the iterator is closed), else its status and
+        whole body."""
+        stack = contextlib.AsyncExitStack()
+        try:
+            resp = await stack.enter_async_context(
+                self.pool.open("POST", url, json=json_data, timeout_s=self.timeout_s)
+            )
+            if resp.status != 200 or resp.content_type != "text/event-stream":
+                return resp.status, await self.pool.read(resp)
+            return self._pieces(resp, stack.pop_all())
+        finally:
+            await stack.aclose()
+
+    async def _pieces(self, resp, owned: contextlib.AsyncExitStack) -> AsyncIterator[bytes]:
+        import aiohttp
+
+        read = 0
+        try:
+            async for piece in resp.content.iter_any():
+                read += len(piece)
+                if read > self.pool.max_answer_bytes:
+                    yield error_event(
+                        502,
+                        "The MLflow AI Gateway (service gateway) streamed more than "
+                        f"{self.pool.max_answer_bytes:,} bytes",
+                    )
+                    return
+                yield piece
+        except TimeoutError:
+            yield error_event(504, "The MLflow AI Gateway (service gateway) did not finish in time")
+        except (aiohttp.ClientError, OSError):
+            yield error_event(502, "The MLflow AI Gateway (service gateway) broke off its answer")
+        finally:
+            await owned.aclose()
 
     async def close(self) -> None:
         await self.pool.close()
@@ -170,7 +227,7 @@ def make_gateway_proxy_endpoint(
     instead (a login challenge): MLflow's auth middleware does not check this route itself."""
     import aiohttp
     from starlette.concurrency import run_in_threadpool
-    from starlette.responses import PlainTextResponse, Response
+    from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
     def answer(status: int, body: bytes) -> Response:
         # A 429 is the model server's full queue (the gateway says when to try again: 1 s).
@@ -212,7 +269,15 @@ def make_gateway_proxy_endpoint(
                     args = None  # refused by gateway_request as "not a JSON object"
             gateway_path, url, json_data = gateway_request(target, method, args)
             try:
-                status, body = await client.request(method, url, json_data)
+                if wants_stream(method, json_data):
+                    answered = await client.stream(url, json_data)
+                    if not isinstance(answered, tuple):
+                        return StreamingResponse(
+                            answered, media_type="text/event-stream", headers=STREAM_HEADERS
+                        )
+                    status, body = answered
+                else:
+                    status, body = await client.request(method, url, json_data)
             except TimeoutError:
                 raise ProxyError(
                     504, "The MLflow AI Gateway (service gateway) did not answer in time"

@@ -81,3 +81,19 @@ def test_openai_routes_keep_the_model_servers_status_and_message_unstreamed_too(
         r = gateway.post(path, json={"model": model, **body})
         assert r.status_code == 400, r.text
         assert "context is 512 tokens" in r.json()["detail"]
+
+
+def test_an_endpoints_own_route_streams_too_and_keeps_its_errors_status(gateway):
+    # What promptlab-eval asks for through the UI's proxy.
+    body = {"messages": [{"role": "user", "content": QUESTION}], "temperature": 0, "max_tokens": 9}
+    whole = gateway.post("/gateway/tiny-ja/invocations", json=body).json()
+    r = gateway.post("/gateway/tiny-ja/invocations", json={**body, "stream": True})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    chunks = streamed_events(r.text)
+    pieces = [c["choices"][0]["delta"].get("content") or "" for c in chunks]
+    assert "".join(pieces) == whole["choices"][0]["message"]["content"]
+    assert len([p for p in pieces if p]) > 1
+    assert chunks[-1]["usage"] == whole["usage"]
+    long = {"messages": [{"role": "user", "content": "りんご " * 600}], "stream": True}
+    r = gateway.post("/gateway/tiny-ja/invocations", json=long)
+    assert r.status_code == 400 and "context is 512 tokens" in r.json()["detail"]

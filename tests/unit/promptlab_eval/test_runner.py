@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from gateway_server import gateway_app
 from loopback import free_port, serving
 from tracking_server import tracking_server
 
@@ -34,15 +35,7 @@ def tracking_with_a_gateway(tmp_path_factory):
     """A real `mlflow server` (tests/tracking_server.py) whose gateway proxy calls our real
     gateway app, whose model server is down: every row fails (HTTP 503), and the runs, their tags
     and tables are made as with a model."""
-    from mlflow.gateway.app import create_app_from_config
-
-    from gateway.render_config import BACKEND_URLS, render, validate
-    from gateway.settings import GatewaySettings
-
-    dead_model_server = f"http://127.0.0.1:{free_port()}"
-    settings = GatewaySettings(model_id="/models/tiny-ja", model_backend="pyfunc")
-    config = validate(render(settings, {**BACKEND_URLS, "pyfunc": dead_model_server}))
-    with serving(create_app_from_config(config)) as gateway_url:
+    with serving(gateway_app(f"http://127.0.0.1:{free_port()}")) as gateway_url:
         db = tmp_path_factory.mktemp("tracking")
         with tracking_server(db, MLFLOW_DEPLOYMENTS_TARGET=gateway_url) as (_, url):
             yield url

@@ -11,20 +11,16 @@ import time
 from contextlib import contextmanager
 
 import pytest
+from constants import QUESTION
+from gateway_server import gateway_app
 from loopback import free_port, serving
+from reference import greedy_chat
 
 
 @pytest.fixture(scope="module")
 def gateway_url():
-    from mlflow.gateway.app import create_app_from_config
-
-    from gateway.render_config import BACKEND_URLS, render, validate
-    from gateway.settings import GatewaySettings
-
-    dead_model_server = f"http://127.0.0.1:{free_port()}"
-    settings = GatewaySettings(model_id="/models/tiny-ja", model_backend="pyfunc")
-    config = validate(render(settings, {**BACKEND_URLS, "pyfunc": dead_model_server}))
-    with serving(create_app_from_config(config)) as url:
+    """The gateway as served (tests/gateway_server.py), its model server down."""
+    with serving(gateway_app(f"http://127.0.0.1:{free_port()}")) as url:
         yield url
 
 
@@ -42,6 +38,13 @@ class Proxy:
     def post_raw(self, body: bytes, content_type: str = "application/json"):
         r = self.client.post(PROXY_URL, content=body, headers={"content-type": content_type})
         return r.status_code, r.json()
+
+    def stream(self, endpoint: str, data: dict):
+        """POST a streamed request; the response (its text is the whole stream)."""
+        path = f"gateway/{endpoint}/invocations"
+        return self.client.post(
+            PROXY_URL, json={"gateway_path": path, "json_data": {**data, "stream": True}}
+        )
 
 
 @contextmanager
@@ -263,3 +266,68 @@ def test_json_nested_too_deep_is_a_400_not_a_traceback(proxy):
     nested = b'{"gateway_path": "gateway/tiny-ja/invocations", "json_data": '
     status, answer = proxy.post_raw(nested + b"[" * 5_000 + b"]" * 5_000 + b"}")
     assert status == 400 and "nested more than 500 levels" in answer["message"], answer
+
+
+def events_of(text: str) -> list:
+    events = [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]", text
+    return [json.loads(e) for e in events[:-1]]
+
+
+@pytest.fixture(scope="module")
+def live_proxy(model_server):
+    """The proxy to the gateway as served, to the tiny model's model server (tests/conftest.py)."""
+    with serving(gateway_app(model_server)) as url, proxy_to(url) as proxy:
+        yield proxy
+
+
+def test_a_streamed_request_gets_the_gateways_stream_as_it_comes(live_proxy, reference_model):
+    messages = [{"role": "user", "content": QUESTION}]
+    r = live_proxy.stream("tiny-ja", {"messages": messages, "temperature": 0, "max_tokens": 8})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    # nginx (the tls profile) passes each piece on as it comes.
+    assert r.headers["x-accel-buffering"] == "no"
+    chunks = events_of(r.text)
+    pieces = [c["choices"][0]["delta"].get("content") or "" for c in chunks]
+    assert "".join(pieces) == greedy_chat(*reference_model, messages, 8)
+    assert len([p for p in pieces if p]) > 1
+    assert chunks[-1]["usage"]["completion_tokens"] == 8
+
+
+def test_a_streamed_request_that_fails_before_its_first_token_keeps_status_and_message(
+    live_proxy, proxy
+):
+    long = {"messages": [{"role": "user", "content": "りんご " * 600}]}
+    r = live_proxy.stream("tiny-ja", long)
+    assert r.status_code == 400 and "context is 512 tokens" in r.json()["message"], r.text
+    r = live_proxy.stream("no-such-endpoint", long)
+    assert r.status_code == 404 and "no endpoint named 'no-such-endpoint'" in r.json()["message"]
+    # The model server down (`proxy`'s gateway has none): the gateway's own 503, not a stream.
+    r = proxy.stream("tiny-ja", {"messages": [{"role": "user", "content": QUESTION}]})
+    assert r.status_code == 503 and "model server" in r.json()["message"], r.text
+
+
+def test_a_stream_that_breaks_off_ends_with_an_error_event():
+    from fastapi import FastAPI
+    from starlette.responses import StreamingResponse
+
+    broken = FastAPI()
+
+    @broken.post("/gateway/{name}/invocations")
+    async def half(name: str):
+        async def pieces():
+            yield b'data: {"choices": [{"delta": {"content": "\u308a"}}]}\n\n'
+            raise RuntimeError("the gateway's worker died")
+
+        return StreamingResponse(pieces(), media_type="text/event-stream")
+
+    with serving(broken) as url, proxy_to(url) as proxy:
+        r = proxy.stream("tiny-ja", {"messages": [{"role": "user", "content": QUESTION}]})
+    assert r.status_code == 200
+    first, last = events_of(r.text)
+    assert first["choices"][0]["delta"]["content"] == "り"
+    assert last["error"] == {
+        "message": "The MLflow AI Gateway (service gateway) broke off its answer",
+        "code": 502,
+    }
