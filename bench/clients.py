@@ -22,6 +22,7 @@ class Target:
     path: str
     body: callable  # prompt -> JSON body
     answer: callable  # response JSON -> (text, completion tokens)
+    stream: bool = False  # asks for a stream: the time to the first piece is measured too
 
 
 def chat_body(prompt: str, max_tokens: int) -> dict:
@@ -52,6 +53,13 @@ def http_targets(servers: dict[str, Server], args, model_dir: Path) -> list[Targ
     def peer(p):
         return {"model": str(model_dir), **chat_body(p, n)}
 
+    def streamed_via_proxy(p):  # what promptlab-eval sends
+        body = via_proxy(ENDPOINT)(p)
+        return body | {"json_data": body["json_data"] | {"stream": True}}
+
+    def streamed_openai(p):  # what the built-in AI Gateway sends for a streaming client
+        return {"model": ENDPOINT, **chat_body(p, n), "stream": True}
+
     candidates = [
         ("direct", "direct", "/invocations", chat),
         ("gateway", "gateway", f"/gateway/{ENDPOINT}/invocations", chat),
@@ -59,9 +67,11 @@ def http_targets(servers: dict[str, Server], args, model_dir: Path) -> list[Targ
         ("transformers-cb", "transformers", "/v1/chat/completions", peer),
         ("proxy-transformers-cb", "tracking", proxy_path, via_proxy(PEER_ENDPOINT)),
         ("pyfunc-unbatched", "unbatched", "/invocations", chat),
+        ("proxy-stream", "tracking", proxy_path, streamed_via_proxy),
+        ("gateway-stream", "gateway", "/v1/chat/completions", streamed_openai),
     ]
     targets = [
-        Target(name, servers[server].url, path, body, openai_answer)
+        Target(name, servers[server].url, path, body, openai_answer, name.endswith("-stream"))
         for name, server, path, body in candidates
         if name in args.targets and server in servers
     ]
@@ -108,6 +118,45 @@ class Client:
             raise RuntimeError(f"{path}: HTTP {resp.status}: {raw[:300]!r}")
         return json.loads(raw)
 
+    def post_stream(self, path: str, body: dict) -> tuple[dict, float]:
+        """POST for a stream of server-sent events, on the keep-alive connection; the answer
+        joined as an unstreamed one would be, and the seconds to the first piece of text."""
+        data = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=300)
+        start = time.perf_counter()
+        first = None
+        pieces, usage = [], {}
+        try:
+            self.conn.request("POST", path, data, {"Content-Type": "application/json"})
+            resp = self.conn.getresponse()
+            if resp.status != 200:
+                raise RuntimeError(f"{path}: HTTP {resp.status}: {resp.read()[:300]!r}")
+            while line := resp.readline():
+                if not line.startswith(b"data:"):
+                    continue
+                event = line[len(b"data:") :].strip()
+                if event == b"[DONE]":
+                    break
+                chunk = json.loads(event)
+                if "error" in chunk:
+                    raise RuntimeError(f"{path}: the stream ended with {chunk['error']}")
+                piece = (chunk["choices"][0].get("delta") or {}).get("content") or ""
+                if piece and first is None:
+                    first = time.perf_counter() - start
+                pieces.append(piece)
+                usage = chunk.get("usage") or usage
+            resp.read()  # the end of the body, so that the connection can carry the next request
+            if resp.getheader("connection", "").lower() == "close":
+                self.conn.close()
+                self.conn = None
+        except BaseException:
+            self.conn.close()
+            self.conn = None
+            raise
+        answer = {"choices": [{"message": {"content": "".join(pieces)}}], "usage": usage}
+        return answer, first if first is not None else time.perf_counter() - start
+
 
 def measure_http(
     target: Target,
@@ -130,6 +179,7 @@ def _measure_http(
     target: Target, concurrency: int, requests: int, reference: dict[str, str]
 ) -> dict:
     latencies: list[float] = [0.0] * requests
+    first_pieces: list[float] = [0.0] * requests
     answers: list[tuple[str, str, int]] = [("", "", 0)] * requests
     errors: list[str] = []
     counter = iter(range(requests))
@@ -147,7 +197,11 @@ def _measure_http(
             prompt = PROMPTS[i % len(PROMPTS)]
             t = time.perf_counter()
             try:
-                text, tokens = target.answer(client.post(target.path, target.body(prompt)))
+                if target.stream:
+                    body, first_pieces[i] = client.post_stream(target.path, target.body(prompt))
+                else:
+                    body = client.post(target.path, target.body(prompt))
+                text, tokens = target.answer(body)
             except Exception as e:  # noqa: BLE001 - counted and reported
                 errors.append(str(e)[:300])
                 continue
@@ -171,6 +225,9 @@ def _measure_http(
         "rps": len(done) / wall,
         "tok_s": sum(a[2] for a in done) / wall,
         "latencies_ms": [x * 1000 for x, a in zip(latencies, answers, strict=True) if a[0]],
+        "first_token_ms": [x * 1000 for x, a in zip(first_pieces, answers, strict=True) if a[0]]
+        if target.stream
+        else [],
         "completion_tokens": statistics.mean(a[2] for a in done) if done else 0,
         "exact": sum(reference.get(p) == text for p, text, _ in done) / max(1, len(done)),
     }

@@ -76,6 +76,30 @@ class InProcess:
             for row in out
         ]
 
+    def first_token_ms(self, repeats: int = 3) -> dict[str, float]:
+        """What the first token of an answer costs the model, each prompt alone: the prefill of
+        the prompt and one decoding step after it (ms, medians over prompts and repeats)."""
+        import statistics
+
+        prefill, step = [], []
+        with self.torch.inference_mode():
+            for _ in range(repeats):
+                for prompt in PROMPTS:
+                    ids = self.torch.tensor([self.ids[prompt]])
+                    t0 = time.perf_counter()
+                    # The head on the last position only, as generate and the server compute it.
+                    out = self.model(input_ids=ids, use_cache=True, logits_to_keep=1)
+                    t1 = time.perf_counter()
+                    token = out.logits[:, -1:].argmax(-1)
+                    self.model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+                    t2 = time.perf_counter()
+                    prefill.append(t1 - t0)
+                    step.append(t2 - t1)
+        return {
+            "prefill_ms": statistics.median(prefill) * 1000,
+            "step_ms": statistics.median(step) * 1000,
+        }
+
     def reference(self) -> dict[str, str]:
         """Each prompt alone, greedy, with plain dense layers: the answer every server should
         give."""

@@ -226,7 +226,7 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
         )
         if v is not None
     }
-    ours = bool(want & {"direct", "gateway", "proxy"})
+    ours = bool(want & {"direct", "gateway", "proxy", "proxy-stream", "gateway-stream"})
     if ours:
         servers["direct"] = pyfunc_server("pyfunc", model_dir, work, logs, batch_env)
     if want & {"transformers-cb", "proxy-transformers-cb"}:
@@ -259,7 +259,7 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
             logs,
             {"OMP_WAIT_POLICY": "PASSIVE"},
         )
-    if want & {"gateway", "proxy", "proxy-transformers-cb"}:
+    if want & {"gateway", "proxy", "proxy-transformers-cb", "proxy-stream", "gateway-stream"}:
         servers["gateway"] = gateway_server(
             work,
             logs,
@@ -267,7 +267,7 @@ def start_servers(args, model_dir: Path, work: Path, servers: dict[str, Server])
             servers["transformers"].url if "proxy-transformers-cb" in want else None,
             model_dir,
         )
-    if want & {"proxy", "proxy-transformers-cb"}:
+    if want & {"proxy", "proxy-transformers-cb", "proxy-stream"}:
         servers["tracking"] = tracking_server(work, logs, servers["gateway"].url)
     if "pyfunc-unbatched" in want:
         servers["unbatched"] = pyfunc_server(
