@@ -10,6 +10,7 @@ import re
 import subprocess
 import threading
 import time
+import urllib.error
 import uuid
 
 import pytest
@@ -148,9 +149,10 @@ def test_the_same_command_again_redoes_nothing(stack, five_rows_on_two_models):
 
 def test_an_interrupted_run_resumes_where_it_stopped(stack, stack_reference_model):
     experiment = f"中断 {uuid.uuid4().hex[:6]}"
-    rows = [{"object": f"果物{i}", "note": "", "expected": ""} for i in range(40)]
+    # Long enough (one row at a time, about 20 s on a fast machine) to be stopped in the middle.
+    rows = [{"object": f"果物{i}", "note": "", "expected": ""} for i in range(200)]
     data = csv_bytes(rows, "utf-8")
-    args = ("--run-name", "長い", "--concurrency", "1", "--max-tokens", "32")
+    args = ("--run-name", "長い", "--concurrency", "1", "--max-tokens", "64")
     first = threading.Thread(
         target=lambda: evaluate(stack, experiment, data, *args, endpoints=(CHAT,))
     )
@@ -158,11 +160,16 @@ def test_an_interrupted_run_resumes_where_it_stopped(stack, stack_reference_mode
     deadline = time.monotonic() + 120
     while True:  # until some answers are saved
         runs = runs_of(stack, experiment)
-        saved = (
-            [r for r in table_of(stack, runs["長い"]["info"]["run_id"]) if r["output"]]
-            if runs
-            else []
-        )
+        try:
+            saved = (
+                [r for r in table_of(stack, runs["長い"]["info"]["run_id"]) if r["output"]]
+                if runs
+                else []
+            )
+        except urllib.error.HTTPError as e:
+            if e.code != 404:
+                raise
+            saved = []  # the run is made; its table is first saved a few seconds later
         if len(saved) >= 3:
             break
         assert time.monotonic() < deadline, "no answers were saved"
@@ -188,7 +195,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(stack, stack_reference_mode
     assert [r["output"] for r in final[: len(answered)]] == [r["output"] for r in answered]
     assert list(runs_of(stack, experiment)) == ["長い"]
     messages = [{"role": "user", "content": prompt_of(rows[-1])}]
-    assert final[-1]["output"] == greedy_chat(*stack_reference_model, messages, 32)
+    assert final[-1]["output"] == greedy_chat(*stack_reference_model, messages, 64)
 
 
 def test_a_failing_row_is_recorded_and_the_others_are_answered(stack):
