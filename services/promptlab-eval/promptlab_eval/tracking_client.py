@@ -35,9 +35,16 @@ class Answer:
     first_token_ms: float = 0.0
 
 
-def error_of(status: int, body: Any) -> TrackingError:
-    message = body.get("message", body) if isinstance(body, dict) else body
-    return TrackingError(f"HTTP {status}: {message}")
+def checked(resp: requests.Response) -> Any:
+    """The JSON (or text) body of an answer, or TrackingError with its status and message."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = resp.text
+    if resp.status_code != 200:
+        message = body.get("message", body) if isinstance(body, dict) else body
+        raise TrackingError(f"HTTP {resp.status_code}: {message}")
+    return body
 
 
 def piece_of(event: dict) -> str:
@@ -86,13 +93,7 @@ class TrackingClient:
             data=data,
             timeout=self.timeout_s,
         )
-        try:
-            body = resp.json()
-        except ValueError:
-            body = resp.text
-        if resp.status_code != 200:
-            raise error_of(resp.status_code, body)
-        return body
+        return checked(resp)
 
     def server_version(self) -> str:
         """The MLflow version of the server (its /version), which the UI puts in the runs it
@@ -126,12 +127,7 @@ class TrackingClient:
         )
         with resp:
             if not resp.headers.get("content-type", "").startswith("text/event-stream"):
-                try:
-                    body = resp.json()
-                except ValueError:
-                    body = resp.text
-                if resp.status_code != 200:
-                    raise error_of(resp.status_code, body)
+                body = checked(resp)
                 elapsed = (time.perf_counter() - started) * 1000
                 return Answer(whole_text(body), body.get("usage") or {}, elapsed, elapsed)
             answer = Answer("")
