@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bench.prompts import PROMPTS
 from bench.servers import ENDPOINT, PEER_ENDPOINT, Server
+from promptlab_eval.tracking_client import read_stream
 
 
 @dataclass
@@ -125,27 +126,13 @@ class Client:
         if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=300)
         start = time.perf_counter()
-        first = None
-        pieces, usage = [], {}
         try:
             self.conn.request("POST", path, data, {"Content-Type": "application/json"})
             resp = self.conn.getresponse()
             if resp.status != 200:
                 raise RuntimeError(f"{path}: HTTP {resp.status}: {resp.read()[:300]!r}")
-            while line := resp.readline():
-                if not line.startswith(b"data:"):
-                    continue
-                event = line[len(b"data:") :].strip()
-                if event == b"[DONE]":
-                    break
-                chunk = json.loads(event)
-                if "error" in chunk:
-                    raise RuntimeError(f"{path}: the stream ended with {chunk['error']}")
-                piece = (chunk["choices"][0].get("delta") or {}).get("content") or ""
-                if piece and first is None:
-                    first = time.perf_counter() - start
-                pieces.append(piece)
-                usage = chunk.get("usage") or usage
+            # As promptlab-eval reads it (an `error` event raises).
+            streamed = read_stream(iter(resp.readline, b""), start)
             resp.read()  # the end of the body, so that the connection can carry the next request
             if resp.getheader("connection", "").lower() == "close":
                 self.conn.close()
@@ -154,8 +141,8 @@ class Client:
             self.conn.close()
             self.conn = None
             raise
-        answer = {"choices": [{"message": {"content": "".join(pieces)}}], "usage": usage}
-        return answer, first if first is not None else time.perf_counter() - start
+        answer = {"choices": [{"message": {"content": streamed.text}}], "usage": streamed.usage}
+        return answer, streamed.first_token_ms / 1000
 
 
 def measure_http(

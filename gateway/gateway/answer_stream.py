@@ -28,13 +28,15 @@ from typing import Any
 
 from mlflow.gateway.exceptions import AIGatewayException
 
+from promptlab_stack import sse
+from promptlab_stack.sse import DONE
+
 logger = logging.getLogger(__name__)
 
 # MLflow's OpenAI-compatible routes.
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/completions")
 # MLflow's own endpoint routes, which stream too.
 INVOCATIONS_PATH = re.compile(r"/gateway/[^/]+/invocations")
-DONE = b"data: [DONE]\n\n"
 
 
 def is_event_stream(start: dict[str, Any]) -> bool:
@@ -52,8 +54,7 @@ def error_response(status: int, detail: Any) -> tuple[int, list, bytes]:
 
 def error_event(status: int, detail: Any) -> bytes:
     message = detail if isinstance(detail, str) else json.dumps(detail, ensure_ascii=False)
-    event = {"error": {"message": message, "code": status}}
-    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode()
+    return sse.error_event(status, message)
 
 
 async def _read_body(receive) -> bytes:

@@ -27,6 +27,7 @@ from typing import Any
 
 from mlflow.exceptions import MlflowException
 
+from promptlab_stack.sse import DONE, error_event, event
 from pyfunc_server.batcher import DeadlineExceeded
 from pyfunc_server.generator import timed_out
 from pyfunc_server.requests import CHAT, bad_request, parse_model_input
@@ -37,11 +38,6 @@ logger = logging.getLogger(__name__)
 STREAM_PATH = "/stream"
 # The request fields that are sampling settings (the rest is the prompt and the model's name).
 PARAM_FIELDS = ("temperature", "max_tokens", "top_p", "stop")
-
-
-def sse(data: Any) -> bytes:
-    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    return f"data: {text}\n\n".encode()
 
 
 class OpenStream:
@@ -119,26 +115,26 @@ def open_stream(python_model, body: Any, progress) -> OpenStream:
 async def events(stream: OpenStream, tokens: asyncio.Queue) -> AsyncIterator[bytes]:
     """The stream's events: a first chunk, one per step that shows new text, the last one."""
     try:
-        yield sse(stream.first())
+        yield event(stream.first())
         while True:
             new_ids = await tokens.get()
             if new_ids is None:  # the row has its answer (or its error)
                 break
             if text := stream.deltas.push(new_ids):
-                yield sse(stream.chunk(text))
+                yield event(stream.chunk(text))
         try:
             completion = stream.job.future.result()
         except DeadlineExceeded as e:
             error = timed_out(stream.job.deadline - stream.job.submitted, e)
-            yield sse({"error": {"message": error.message, "code": 504}})
+            yield error_event(504, error.message)
         except Exception as e:  # noqa: BLE001 - the stream already said 200: an error event
             logger.exception("a streamed generation failed")
-            yield sse({"error": {"message": f"generation failed: {e}", "code": 500}})
+            yield error_event(500, f"generation failed: {e}")
         else:
             if stream.deltas.diverged:
                 logger.warning("the streamed text differs from the answer's; ends with the answer")
-            yield sse(stream.last(completion))
-            yield sse("[DONE]")
+            yield event(stream.last(completion))
+            yield DONE
     finally:
         stream.close()
 

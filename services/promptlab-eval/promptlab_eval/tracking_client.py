@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 
 from promptlab_eval.settings import EvalSettings
+from promptlab_stack.sse import StreamError, events
 
 TABLE = "eval_results_table.json"
 PROXY = "ajax-api/2.0/mlflow/gateway-proxy"
@@ -54,6 +56,27 @@ def piece_of(event: dict) -> str:
     delta = choice.get("delta")
     content = delta.get("content") if isinstance(delta, dict) else None
     return content or choice.get("text") or ""
+
+
+def read_stream(lines: Iterable[bytes], started: float) -> Answer:
+    """An answer from the lines of its stream, read as they come: its text and usage, and the ms
+    from `started` (`time.perf_counter()`) to its first piece of text and to its end. An `error`
+    event raises TrackingError with its status and message."""
+    answer = Answer("")
+    pieces: list[str] = []
+    try:
+        for event in events(lines):
+            if (piece := piece_of(event)) and not answer.first_token_ms:
+                answer.first_token_ms = (time.perf_counter() - started) * 1000
+            pieces.append(piece)
+            answer.usage = event.get("usage") or answer.usage
+    except StreamError as e:
+        raise TrackingError(str(e)) from None
+    answer.text = "".join(pieces)
+    answer.latency_ms = (time.perf_counter() - started) * 1000
+    if not answer.first_token_ms:  # an empty answer: its first token is its end
+        answer.first_token_ms = answer.latency_ms
+    return answer
 
 
 def whole_text(body: dict) -> str:
@@ -130,31 +153,7 @@ class TrackingClient:
                 body = checked(resp)
                 elapsed = (time.perf_counter() - started) * 1000
                 return Answer(whole_text(body), body.get("usage") or {}, elapsed, elapsed)
-            answer = Answer("")
-            pieces: list[str] = []
-            for line in resp.iter_lines():
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[len(b"data:") :].strip()
-                if data == b"[DONE]":
-                    break
-                event = json.loads(data)
-                if not isinstance(event, dict):
-                    raise ValueError("the gateway streamed something other than a JSON object")
-                if "error" in event:
-                    error = event["error"] if isinstance(event["error"], dict) else {}
-                    raise TrackingError(
-                        f"HTTP {error.get('code', 502)}: {error.get('message', event['error'])}"
-                    )
-                if (piece := piece_of(event)) and not answer.first_token_ms:
-                    answer.first_token_ms = (time.perf_counter() - started) * 1000
-                pieces.append(piece)
-                answer.usage = event.get("usage") or answer.usage
-        answer.text = "".join(pieces)
-        answer.latency_ms = (time.perf_counter() - started) * 1000
-        if not answer.first_token_ms:  # an empty answer: its first token is its end
-            answer.first_token_ms = answer.latency_ms
-        return answer
+            return read_stream(resp.iter_lines(), started)
 
     # -- runs ----------------------------------------------------------------------------------
     def experiment_id(self, name: str) -> str:

@@ -28,6 +28,7 @@ from promptlab_stack.body_limit import drop_some
 from promptlab_stack.error_body import readable_message
 from promptlab_stack.http_pool import AnswerTooLarge, SessionPool
 from promptlab_stack.json_nesting import too_deep
+from promptlab_stack.sse import DONE, error_event
 from promptlab_stack.timings import UI_PROXY_POOL_KEEPALIVE_S
 from tracking.mlflow_compat import add_route_before_flask, on_shutdown, validate_gateway_path
 
@@ -48,7 +49,6 @@ ROUTE_SUFFIX = "/mlflow/gateway-proxy"
 # What MLflow answers for the endpoint list when no gateway is configured.
 NO_GATEWAY_ANSWER = json.dumps({"endpoints": []}).encode()
 POOL_MAX_CONNECTIONS = 256
-DONE = b"data: [DONE]\n\n"
 # Through a reverse proxy (the tls profile's nginx), each piece goes on as it comes.
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -107,12 +107,6 @@ def error_body(status: int, message: str) -> bytes:
     return json.dumps({"error_code": code, "message": message}, ensure_ascii=False).encode()
 
 
-def error_event(status: int, message: str) -> bytes:
-    """The last event of a stream that broke off (OpenAI's shape, as the gateway sends its own)."""
-    event = {"error": {"message": message, "code": status}}
-    return f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode() + DONE
-
-
 def wants_stream(method: str, json_data) -> bool:
     return method == "POST" and isinstance(json_data, dict) and json_data.get("stream") is True
 
@@ -161,17 +155,26 @@ class GatewayClient:
             async for piece in resp.content.iter_any():
                 read += len(piece)
                 if read > self.pool.max_answer_bytes:
-                    yield error_event(
-                        502,
-                        "The MLflow AI Gateway (service gateway) streamed more than "
-                        f"{self.pool.max_answer_bytes:,} bytes",
+                    yield (
+                        error_event(
+                            502,
+                            "The MLflow AI Gateway (service gateway) streamed more than "
+                            f"{self.pool.max_answer_bytes:,} bytes",
+                        )
+                        + DONE
                     )
                     return
                 yield piece
         except TimeoutError:
-            yield error_event(504, "The MLflow AI Gateway (service gateway) did not finish in time")
+            yield (
+                error_event(504, "The MLflow AI Gateway (service gateway) did not finish in time")
+                + DONE
+            )
         except (aiohttp.ClientError, OSError):
-            yield error_event(502, "The MLflow AI Gateway (service gateway) broke off its answer")
+            yield (
+                error_event(502, "The MLflow AI Gateway (service gateway) broke off its answer")
+                + DONE
+            )
         finally:
             await owned.aclose()
 
