@@ -331,3 +331,30 @@ def test_a_stream_that_breaks_off_ends_with_an_error_event():
         "message": "The MLflow AI Gateway (service gateway) broke off its answer",
         "code": 502,
     }
+
+
+def test_a_stream_past_the_pools_bound_ends_with_an_error_event():
+    """The default bound (promptlab_stack/http_pool.py's MAX_ANSWER_BYTES), not a small one."""
+    from fastapi import FastAPI
+    from starlette.responses import StreamingResponse
+
+    from promptlab_stack.http_pool import MAX_ANSWER_BYTES
+
+    endless = FastAPI()
+    event = b'data: {"choices": [{"delta": {"content": "' + b"a" * 65_000 + b'"}}]}\n\n'
+
+    @endless.post("/gateway/{name}/invocations")
+    async def flood(name: str):
+        async def pieces():
+            for _ in range(MAX_ANSWER_BYTES // len(event) + 2):
+                yield event
+
+        return StreamingResponse(pieces(), media_type="text/event-stream")
+
+    with serving(endless) as url, proxy_to(url) as proxy:
+        r = proxy.stream("tiny-ja", {"messages": [{"role": "user", "content": QUESTION}]})
+    assert r.status_code == 200
+    *_, last = events_of(r.text)
+    assert last["error"]["code"] == 502
+    assert f"streamed more than {MAX_ANSWER_BYTES:,} bytes" in last["error"]["message"]
+    assert len(r.content) <= MAX_ANSWER_BYTES + len(event) + 1000
