@@ -133,11 +133,14 @@ def endpoint_name_of(model_id: str) -> str:
     return model_id.rstrip("/").split("/")[-1]
 
 
-def is_valid_endpoint_name(name: str) -> bool:
-    # MLflow's own rule (mlflow.gateway.utils.is_valid_endpoint_name).
-    from mlflow.gateway.utils import is_valid_endpoint_name as mlflow_rule
+# MLflow's own rule (mlflow.gateway.utils.is_valid_endpoint_name), written here so that an image
+# without MLflow (the llamacpp engine's) reads MODELS the same way; tests/unit/stack/
+# test_settings.py holds the two equal.
+ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9_\-\.]+")
 
-    return mlflow_rule(name)
+
+def is_valid_endpoint_name(name: str) -> bool:
+    return ENDPOINT_NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,12 @@ import re
 import pytest
 from constants import REPO
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from endpoint_sync.settings import EndpointSyncSettings
 from gateway.settings import GatewaySettings
+from llamacpp.settings import LlamaCppSettings
 from promptlab_eval.settings import EvalSettings
 from promptlab_stack.settings import parse_duration
 from promptlab_stack.timings import (
@@ -30,6 +32,7 @@ from tracking.settings import TrackingSettings
 
 SERVICES = {
     "pyfunc": ModelServerSettings,
+    "llamacpp": LlamaCppSettings,
     "gateway": GatewaySettings,
     "tracking": TrackingSettings,
     "tls": TlsSettings,
@@ -40,8 +43,19 @@ SERVICES = {
 WIRED = {"MLFLOW_DEPLOYMENTS_TARGET"}
 
 
-def test_the_endpoint_name_rule_is_one_rule_for_both_services():
-    for settings in (ModelServerSettings, GatewaySettings):
+@hypothesis_settings(deadline=None)  # the first call imports MLflow's gateway
+@given(st.text(max_size=12))
+def test_the_endpoint_name_rule_is_mlflows(name):
+    from mlflow.gateway.utils import is_valid_endpoint_name as mlflow_rule
+
+    from promptlab_stack.settings import is_valid_endpoint_name
+
+    for probe in (name, "tiny-ja", "llm-jp-3-3.7b-instruct", "a b", "日本", "x/y", "v1.2_a"):
+        assert is_valid_endpoint_name(probe) == mlflow_rule(probe), probe
+
+
+def test_the_endpoint_name_rule_is_one_rule_for_every_service():
+    for settings in (ModelServerSettings, LlamaCppSettings, GatewaySettings):
         assert settings.from_env({}).endpoint_name == "llm-jp-3-3.7b-instruct"
         assert settings.from_env({"MODEL_ID": "/models/tiny-ja/"}).endpoint_name == "tiny-ja"
         assert (
