@@ -52,21 +52,113 @@ CHATML_TEMPLATE = (
 CHAT_TEMPLATES = {"llm-jp": CHAT_TEMPLATE, "chatml": CHATML_TEMPLATE}
 
 
+TOKENIZER_KINDS = ("bpe", "sentencepiece")
+
+
 def build_tiny_model(
-    output_dir: str | Path, *, seed: int = 0, vocab_size: int = 512, chat_style: str = "llm-jp"
+    output_dir: str | Path,
+    *,
+    seed: int = 0,
+    vocab_size: int = 512,
+    chat_style: str = "llm-jp",
+    tokenizer_kind: str = "bpe",
 ) -> Path:
-    """`chat_style` "llm-jp" (default) or "chatml": the chat template and its special tokens."""
+    """`chat_style` "llm-jp" (default) or "chatml": the chat template and its special tokens.
+    `tokenizer_kind` "bpe" (a byte-level BPE `tokenizer.json`) or "sentencepiece" (a unigram
+    SentencePiece `tokenizer.model` with byte fallback, as llm-jp-3 has: the kind llama.cpp's
+    converter knows)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (
-        GenerationConfig,
-        LlamaConfig,
-        LlamaForCausalLM,
-        PreTrainedTokenizerFast,
-    )
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    if tokenizer_kind == "sentencepiece":
+        tokenizer = _sentencepiece_tokenizer(output_dir, vocab_size, chat_style)
+    else:
+        tokenizer = _bpe_tokenizer(output_dir, vocab_size, chat_style)
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        # Spread the logits far apart so greedy decoding is stable to float rounding.
+        model.lm_head.weight.mul_(40.0)
+        # Never pick EOS by chance: tests want answers of a predictable length.
+        model.lm_head.weight[tokenizer.eos_token_id].zero_()
+        if tokenizer_kind == "sentencepiece":
+            # Nor a byte-fallback piece (<0xE3>): answers are whole characters, which every
+            # engine writes the same way (a lone byte is U+FFFD in one, dropped in another).
+            for byte in range(256):
+                model.lm_head.weight[tokenizer.convert_tokens_to_ids(f"<0x{byte:02X}>")].zero_()
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model.save_pretrained(output_dir)
+    return output_dir
+
+
+def _sentencepiece_tokenizer(output_dir: Path, vocab_size: int, chat_style: str):
+    import io
+    import json
+
+    import sentencepiece
+    from transformers import AutoTokenizer
+
+    special = ["<|im_start|>", "<|im_end|>"] if chat_style == "chatml" else []
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        byte_fallback=True,
+        character_coverage=1.0,
+        split_digits=True,
+        unk_id=0,
+        bos_id=1,
+        eos_id=2,
+        pad_id=3,
+        user_defined_symbols=special,
+        hard_vocab_limit=False,  # the corpus is small: as many pieces as it gives
+        minloglevel=2,
+    )
+    # transformers 5 reads tokenizer.model but does not write it back (save_pretrained writes
+    # tokenizer.json): written here, where llama.cpp's converter looks for it.
+    (output_dir / "tokenizer.model").write_bytes(model.getvalue())
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+        "pad_token": "<pad>",
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "padding_side": "left",
+    }
+    (output_dir / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    tokenizer.chat_template = CHAT_TEMPLATES[chat_style]
+    tokenizer.save_pretrained(output_dir)
+    return tokenizer
+
+
+def _bpe_tokenizer(output_dir: Path, vocab_size: int, chat_style: str):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
 
     special = ["<unk>", "<s>", "</s>", "<pad>"]
     if chat_style == "chatml":
@@ -91,34 +183,7 @@ def build_tiny_model(
     )
     tokenizer.chat_template = CHAT_TEMPLATES[chat_style]
     tokenizer.save_pretrained(output_dir)
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        # Spread the logits far apart so greedy decoding is stable to float rounding.
-        model.lm_head.weight.mul_(40.0)
-        # Never pick EOS by chance: tests want answers of a predictable length.
-        model.lm_head.weight[tokenizer.eos_token_id].zero_()
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model.save_pretrained(output_dir)
-    return output_dir
+    return tokenizer
 
 
 JUDGE_VERDICT = '{"result": "yes", "rationale": "The answer follows the criteria."}'
@@ -166,9 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--vocab-size", type=int, default=512)
     parser.add_argument("--chat-style", choices=sorted(CHAT_TEMPLATES), default="llm-jp")
+    parser.add_argument("--tokenizer", choices=TOKENIZER_KINDS, default="bpe")
     args = parser.parse_args(argv)
     path = build_tiny_model(
-        args.output_dir, seed=args.seed, vocab_size=args.vocab_size, chat_style=args.chat_style
+        args.output_dir,
+        seed=args.seed,
+        vocab_size=args.vocab_size,
+        chat_style=args.chat_style,
+        tokenizer_kind=args.tokenizer,
     )
     print(f"tiny model written to {path}")
     return 0
