@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix="${IMAGE_PREFIX:-mlflow-promptlab}"
-for pair in tracking:services/tracking gateway:gateway pyfunc:model tls:services/tls; do
+for pair in tracking:services/tracking gateway:gateway pyfunc:model llamacpp:services/llamacpp tls:services/tls; do
   image="$prefix/${pair%%:*}:latest"
   lock="${pair#*:}/requirements.lock"
   {
@@ -15,7 +15,7 @@ for pair in tracking:services/tracking gateway:gateway pyfunc:model tls:services
     echo "# Regenerate after changing requirements.txt: scripts/lock-image-requirements.sh"
     docker run --rm --entrypoint /opt/venv/bin/pip "$image" freeze --exclude-editable \
       | grep -v " @ file://" \
-      | grep -v -E "^(promptlab[-_]stack|gateway|tracking|tracking[-_]ops|promptlab[-_]eval|endpoint[-_]sync|pyfunc[-_]server|pyfunc|tls)==" \
+      | grep -v -E "^(promptlab[-_]stack|gateway|tracking|tracking[-_]ops|promptlab[-_]eval|endpoint[-_]sync|pyfunc[-_]server|pyfunc|llamacpp|gguf|tls)==" \
       | sed -E 's/^([A-Za-z0-9_.-]+==[^+]+)\+.*/\1/'
   } > "$lock"
   echo "$lock: $(grep -c '==' "$lock") pins"

@@ -28,6 +28,7 @@ from promptlab_stack.settings import SettingsError, parse_duration
 # The settings objects, one per service: (compose service, what it is, "module:Class").
 SETTINGS = (
     ("pyfunc", "the model server", "pyfunc_server.settings:ModelServerSettings"),
+    ("llamacpp", "the llama.cpp engine", "llamacpp.settings:LlamaCppSettings"),
     ("gateway", "the AI Gateway", "gateway.settings:GatewaySettings"),
     ("tracking", "the tracking server and UI", "tracking.settings:TrackingSettings"),
     ("tls", "the HTTPS proxy (profile tls)", "tls.settings:TlsSettings"),

@@ -1,4 +1,4 @@
-"""What each model of the pyfunc model server is doing, as one small JSON file.
+"""What each model of the local engine (pyfunc or llamacpp) is doing, as one small JSON file.
 
 The model server writes it at every change (downloading with bytes, rate and time left, loading,
 retrying after a network error, ready, failed with the reason and the fix). Two readers:
@@ -21,9 +21,10 @@ from promptlab_stack.topology import MODEL_STATE_PATH
 
 STATE_PATH = MODEL_STATE_PATH
 
-QUEUED, DOWNLOADING, LOADING, RETRYING, READY, FAILED, ON_DEMAND = (
+QUEUED, DOWNLOADING, CONVERTING, LOADING, RETRYING, READY, FAILED, ON_DEMAND = (
     "queued",
     "downloading",
+    "converting",  # the llamacpp engine's GGUF conversion
     "loading",
     "retrying",
     "ready",

@@ -25,12 +25,16 @@ TRACKING = Service("tracking", 5000)
 GATEWAY = Service("gateway", 7000)
 TLS = Service("tls", 8443)
 
-# The engines the gateway routes to (MODEL_BACKEND); the pyfunc model server is ours.
+# The engines the gateway routes to (MODEL_BACKEND); the pyfunc model server is ours, llamacpp is
+# llama.cpp's server behind our start program.
 PYFUNC = Service("pyfunc", 8080)
+LLAMACPP = Service("llamacpp", 8080)
 TGI = Service("tgi", 80)
 VLLM = Service("vllm", 8000)
 SGLANG = Service("sglang", 30000)
-ENGINES = (PYFUNC, TGI, VLLM, SGLANG)
+ENGINES = (PYFUNC, LLAMACPP, TGI, VLLM, SGLANG)
+# The local engines that serve every model of MODELS (the GPU engines serve the first).
+MULTI_MODEL_ENGINES = (PYFUNC.name, LLAMACPP.name)
 
 # The tracking server's stores on its volumes (mlflow-db, mlflow-artifacts).
 TRACKING_DB_DIR = Path("/mlflow/db")

@@ -17,7 +17,15 @@ from constants import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-PROFILES = {"pyfunc": "pyfunc", "tgi": "tgi", "vllm": "vllm", "sglang": "sglang"}
+PROFILES = {
+    "pyfunc": "pyfunc",
+    "llamacpp": "llamacpp",
+    "tgi": "tgi",
+    "vllm": "vllm",
+    "sglang": "sglang",
+}
+# Our own engines: their healthcheck is a module of theirs, which says what the models are doing.
+OUR_ENGINES = ("pyfunc", "llamacpp")
 GPU_ENGINES = ["tgi", "vllm", "sglang"]
 
 
@@ -98,7 +106,7 @@ def test_compose_wires_the_services_as_the_topology_says(profile, tmp_path):
         service = next(
             s for s in (topology.TRACKING, topology.GATEWAY, *topology.ENGINES) if s.name == name
         )
-        assert name == "pyfunc" or f":{service.port}/" in test, (name, test)
+        assert name in OUR_ENGINES or f":{service.port}/" in test, (name, test)
     mounts = {v["target"] for v in services[profile]["volumes"]}
     assert {
         str(topology.HF_HOME),
@@ -288,6 +296,7 @@ def test_images_build_from_the_base_image_knob(tmp_path):
 # requirements.txt, pyproject.toml and package, whose `start` module is the container's command.
 SERVICE_FOLDERS = {
     "pyfunc": "model",
+    "llamacpp": "services/llamacpp",
     "gateway": "gateway",
     "tracking": "services/tracking",
     "tls": "services/tls",
@@ -297,9 +306,8 @@ SERVICE_FOLDERS = {
 @pytest.mark.parametrize("service", SERVICE_FOLDERS)
 def test_each_service_is_one_folder_built_and_started_the_same_way(service, tmp_path):
     folder = REPO / SERVICE_FOLDERS[service]
-    build = compose_config("tls" if service == "tls" else "pyfunc", tmp_path=tmp_path)["services"][
-        service
-    ]["build"]
+    profile = service if service in ("tls", "llamacpp") else "pyfunc"
+    build = compose_config(profile, tmp_path=tmp_path)["services"][service]["build"]
     assert build["dockerfile"] == f"{SERVICE_FOLDERS[service]}/Dockerfile"
     (package,) = [p.parent.name for p in folder.glob("*/start.py")]
     assert (folder / "requirements.txt").is_file() and (folder / "pyproject.toml").is_file()
@@ -345,7 +353,7 @@ def test_our_services_are_locked_down_and_every_log_is_rotated(profile, tmp_path
             "driver": "json-file",
             "options": {"max-size": "10m", "max-file": "3"},
         }, name
-        if name in ("tracking", "gateway", "pyfunc"):
+        if name in ("tracking", "gateway", *OUR_ENGINES):
             assert s["cap_drop"] == ["ALL"] and s["security_opt"] == ["no-new-privileges:true"], (
                 name
             )

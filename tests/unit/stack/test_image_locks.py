@@ -13,6 +13,7 @@ IMAGES = {
     "tracking": "services/tracking",
     "gateway": "gateway",
     "pyfunc": "model",
+    "llamacpp": "services/llamacpp",
     "tls": "services/tls",
 }
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\],]+)==([^\s;#]+)$")
