@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
+from urllib.parse import urlparse
 
 import pydantic
 from mlflow.gateway.config import ConfigModel, EndpointConfig
@@ -25,7 +26,9 @@ from mlflow.gateway.providers.base import BaseProvider
 from mlflow.gateway.schemas import chat, completions
 
 from gateway.engine_http import call, stream_events
+from gateway.stopped_engine import with_stop_reason
 from gateway.unified_request import chat_body, completions_body
+from promptlab_stack.model_state import STATE_PATH
 from promptlab_stack.text import drop_incomplete_utf8_tail
 
 logger = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ class OpenAIEngineConfig(ConfigModel):
     base_url: str  # ends in /v1
     # The environment variable holding the API key, if the server wants one (never the key itself).
     api_key_env: str = ""
+    # The stack's own llamacpp engine: when it has stopped, the model-state file says why.
+    local_engine: bool = False
 
 
 class OpenAIEngineProvider(BaseProvider):
@@ -48,11 +53,20 @@ class OpenAIEngineProvider(BaseProvider):
             raise TypeError(f"Invalid config type {config.model.config}")
         self.base_url = config.model.config.base_url.rstrip("/")
         # Named by the endpoint that reaches it, never by its URL: messages reach the browser.
-        self.server = f"The OpenAI-compatible server of endpoint {config.name!r}"
+        self.local_engine = config.model.config.local_engine
+        self.server = (
+            f"The llamacpp engine (service {urlparse(self.base_url).hostname})"
+            if self.local_engine
+            else f"The OpenAI-compatible server of endpoint {config.name!r}"
+        )
         key_env = config.model.config.api_key_env
         key = os.environ.get(key_env, "") if key_env else ""
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._model = config.model.name or None
+        self.state_path = STATE_PATH  # the model-state volume, read-only here
+
+    def _stopped(self, e: AIGatewayException) -> AIGatewayException:
+        return with_stop_reason(e, self._model, self.state_path) if self.local_engine else e
 
     async def served_model(self) -> str:
         """The configured model, else the first one the server lists at /v1/models."""
@@ -71,7 +85,10 @@ class OpenAIEngineProvider(BaseProvider):
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         body = {**body, "model": await self.served_model()}
-        return await call("POST", f"{self.base_url}{path}", self.server, body, self.headers)
+        try:
+            return await call("POST", f"{self.base_url}{path}", self.server, body, self.headers)
+        except AIGatewayException as e:
+            raise self._stopped(e) from e
 
     def _answer(self, schema, resp: dict[str, Any]):
         # An answer never ends in a broken character, whatever the engine (promptlab_stack/text.py).
@@ -108,12 +125,18 @@ class OpenAIEngineProvider(BaseProvider):
             "stream": True,
             "stream_options": {"include_usage": True},
         }
-        async for event in stream_events(f"{self.base_url}{path}", self.server, body, self.headers):
-            try:
-                yield schema(**event)
-            except (pydantic.ValidationError, TypeError) as e:
-                logger.warning("unexpected chunk from %s: %s", self.base_url, e)
-                raise AIGatewayException(502, f"{self.server} streamed an unexpected shape") from e
+        events = stream_events(f"{self.base_url}{path}", self.server, body, self.headers)
+        try:
+            async for event in events:
+                try:
+                    yield schema(**event)
+                except (pydantic.ValidationError, TypeError) as e:
+                    logger.warning("unexpected chunk from %s: %s", self.base_url, e)
+                    raise AIGatewayException(
+                        502, f"{self.server} streamed an unexpected shape"
+                    ) from e
+        except AIGatewayException as e:
+            raise self._stopped(e) from e
 
     # MLflow declares these as coroutines (its base raises 501); its own providers, like these,
     # are async generators, which its gateway app iterates.

@@ -22,8 +22,9 @@ from mlflow.gateway.providers.base import BaseProvider
 from mlflow.gateway.schemas import chat, completions
 
 from gateway.engine_http import call, stream_events
+from gateway.stopped_engine import with_stop_reason
 from gateway.unified_request import chat_body, completions_body
-from promptlab_stack.model_state import STATE_PATH, failure_of
+from promptlab_stack.model_state import STATE_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -56,19 +57,7 @@ class PyfuncProvider(BaseProvider):
         return {**body, "model": self.config.model.name} if self.config.model.name else body
 
     def _stopped(self, e: AIGatewayException) -> AIGatewayException:
-        """A model server that stopped on an error waiting cannot fix left the reason behind."""
-        failure = (
-            failure_of(self.config.model.name or None, self.state_path)
-            if e.status_code == 503
-            else None
-        )
-        if failure:
-            return AIGatewayException(
-                503,
-                f"{failure} (the model server has stopped; after the fix, "
-                "run docker compose up -d again)",
-            )
-        return e
+        return with_stop_reason(e, self.config.model.name or None, self.state_path)
 
     async def _invoke(self, body: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -27,8 +27,8 @@ from gateway.mlflow_compat import load_gateway_config
 from gateway.settings import GatewaySettings
 from promptlab_stack.topology import ENGINES
 
-# The engines MODEL_BACKEND names (pyfunc, tgi, vllm, sglang), each named by its compose service,
-# and where each listens on the compose network (service name = host name).
+# The engines MODEL_BACKEND names (pyfunc, llamacpp, tgi, vllm, sglang), each named by its compose
+# service, and where each listens on the compose network (service name = host name).
 BACKENDS = tuple(engine.name for engine in ENGINES)
 BACKEND_URLS = {engine.name: engine.url for engine in ENGINES}
 
@@ -123,8 +123,23 @@ def local_endpoints(
                 },
             )
         ]
-    # A GPU engine serves the first model, under whatever name it lists at /v1/models.
     base = f"{url}/v1"
+    if backend == "llamacpp":
+        # llama-server's router serves the whole list, each model under its endpoint's name; a
+        # model it could not prepare left the reason in the model-state file.
+        return [
+            endpoint
+            for served in settings.served_models
+            for endpoint in chat_and_completions(
+                served.endpoint,
+                {
+                    "provider": "openai-compatible",
+                    "name": served.endpoint,
+                    "config": {"base_url": base, "local_engine": True},
+                },
+            )
+        ]
+    # A GPU engine serves the first model, under whatever name it lists at /v1/models.
     return chat_and_completions(
         settings.endpoint_name,
         {"provider": "openai-compatible", "config": {"base_url": base}},

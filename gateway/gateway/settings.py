@@ -21,7 +21,7 @@ from promptlab_stack.settings import (
     list_entries,
 )
 
-Backend = Literal["auto", "pyfunc", "tgi", "vllm", "sglang"]
+Backend = Literal["auto", "pyfunc", "llamacpp", "tgi", "vllm", "sglang"]
 OPENAI_COMPATIBLE_API_KEY_ENV = "OPENAI_COMPATIBLE_API_KEY"
 
 
@@ -81,7 +81,7 @@ class GatewaySettings(ModelChoice, GenerationTimeout, RequestLimit):
     # auto: the engine whose compose service runs (render_config.pick_backend).
     model_backend: Annotated[
         Backend, BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)
-    ] = Field("auto", description="auto, pyfunc, tgi, vllm or sglang")
+    ] = Field("auto", description="auto, pyfunc, llamacpp, tgi, vllm or sglang")
     # Any OpenAI-compatible servers beside the stack's own models (README: Compare models).
     openai_compatible_endpoints: Annotated[str, checked_by(parse_external_endpoints)] = Field(
         "", description="comma-separated endpoint_name=base_url[#model][;key=VARIABLE] entries"

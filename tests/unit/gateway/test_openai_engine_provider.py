@@ -238,3 +238,41 @@ def test_an_engines_stream_is_passed_on_as_it_comes_and_a_break_is_an_error_even
                 "ご",
             ]
             gateway.portal.call(close_pooled_session)
+
+
+def test_the_llamacpp_engine_that_stopped_says_why(tmp_path, monkeypatch):
+    """A model the converter could not read stops the engine; the prompt's 503 gives the reason
+    it left in the model-state file, on the chat route and in a stream."""
+    from mlflow.gateway.app import create_app_from_config
+
+    from gateway import openai_engine_provider
+    from gateway.app import as_served
+    from gateway.engine_http import close_pooled_session
+    from gateway.render_config import render, validate
+    from gateway.settings import GatewaySettings
+    from promptlab_stack.model_state import FAILED, write_state
+
+    state = tmp_path / "model-server.json"
+    monkeypatch.setattr(openai_engine_provider, "STATE_PATH", state)
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    settings = GatewaySettings(models="tiny=/models/tiny", model_backend="llamacpp")
+    config = validate(render(settings, urls={"llamacpp": url}, has_completions=lambda u: None))
+    body = {"messages": [{"role": "user", "content": "x"}]}
+    with TestClient(as_served(create_app_from_config(config), settings)) as gateway:
+        r = gateway.post("/gateway/tiny/invocations", json=body)
+        assert r.status_code == 503
+        assert r.json()["detail"].startswith(
+            "The llamacpp engine (service 127.0.0.1) is unreachable"
+        )
+        reason = "model 'tiny' (/models/tiny) failed: it cannot be converted to GGUF. Fix: ..."
+        write_state(
+            {"tiny": {"model_id": "/models/tiny", "state": FAILED, "message": reason}},
+            state,
+            stopped=True,
+        )
+        for stream in (False, True):
+            r = gateway.post("/gateway/tiny/invocations", json={**body, "stream": stream})
+            assert r.status_code == 503, r.text
+            assert r.json()["detail"].startswith(reason), r.text
+            assert "run docker compose up -d again" in r.json()["detail"]
+        gateway.portal.call(close_pooled_session)

@@ -132,9 +132,10 @@ def test_openai_endpoints_are_added_only_with_a_key_and_keep_it_out_of_the_file(
 
 
 def test_the_engines_are_the_compose_services_in_the_order_auto_tries_them():
-    assert BACKENDS == ("pyfunc", "tgi", "vllm", "sglang")
+    assert BACKENDS == ("pyfunc", "llamacpp", "tgi", "vllm", "sglang")
     assert BACKEND_URLS == {
         "pyfunc": "http://pyfunc:8080",
+        "llamacpp": "http://llamacpp:8080",
         "tgi": "http://tgi:80",
         "vllm": "http://vllm:8000",
         "sglang": "http://sglang:30000",
@@ -157,3 +158,13 @@ def test_a_server_has_completions_when_it_refuses_an_empty_request_for_another_r
         assert has_completions(f"{b}/v1") is False  # 404
         assert has_completions(f"{c}/v1") is False  # 405
     assert has_completions(f"http://127.0.0.1:{free_port()}/v1") is None  # nothing listens
+
+
+def test_the_llamacpp_engine_serves_every_model_under_its_endpoint_name():
+    eps = endpoints({"MODEL_BACKEND": "llamacpp", "MODELS": "a=org/m1,b=/models/m2.gguf"})
+    assert list(eps) == ["a", "a-completions", "b", "b-completions"]
+    assert eps["b-completions"]["model"] == {
+        "provider": "openai-compatible",
+        "name": "b",  # llama-server's router knows each model by its endpoint's name
+        "config": {"base_url": "http://llamacpp:8080/v1", "local_engine": True},
+    }
