@@ -23,8 +23,12 @@ LLM_JP_3_3_7B = dict(
 )
 
 
-def build_real_shape_model(output_dir: str | Path, layers: int = 2, seed: int = 0) -> Path:
-    """Build it once (about 3.4 GB for 2 layers, float32); an existing folder is reused."""
+def build_real_shape_model(
+    output_dir: str | Path, layers: int = 2, seed: int = 0, tokenizer_kind: str = "bpe"
+) -> Path:
+    """Build it once (about 3.4 GB for 2 layers, 15 GB for 28, float32); an existing folder is
+    reused. `tokenizer_kind`: the tiny model's (scripts/make_tiny_model.py); "sentencepiece", as
+    llm-jp-3 has, is the kind llama.cpp's converter reads."""
     import torch
     from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
 
@@ -33,7 +37,12 @@ def build_real_shape_model(output_dir: str | Path, layers: int = 2, seed: int = 
     output_dir = Path(output_dir)
     if (output_dir / "config.json").exists():
         return output_dir
-    build_tiny_model(output_dir)  # tokenizer, chat template (its weights are replaced below)
+    # Tokenizer, chat template (its weights are replaced below).
+    build_tiny_model(
+        output_dir,
+        tokenizer_kind=tokenizer_kind,
+        vocab_size=400 if tokenizer_kind == "sentencepiece" else 512,
+    )
     tokenizer = AutoTokenizer.from_pretrained(output_dir)
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -50,6 +59,9 @@ def build_real_shape_model(output_dir: str | Path, layers: int = 2, seed: int = 
         head[len(tokenizer) :].zero_()
         head[: len(tokenizer)].mul_(40.0)
         head[tokenizer.eos_token_id].zero_()
+        if tokenizer_kind == "sentencepiece":  # whole characters only, as the tiny model
+            for byte in range(256):
+                head[tokenizer.convert_tokens_to_ids(f"<0x{byte:02X}>")].zero_()
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
