@@ -109,35 +109,24 @@ def local_endpoints(
     has_completions: Callable[[str], bool | None] = has_completions,
 ) -> list[dict]:
     url = url.rstrip("/")
-    if backend == "pyfunc":
-        # One model server serves the whole list; "name" tells it which model answers.
-        return [
-            endpoint
-            for served in settings.served_models
-            for endpoint in chat_and_completions(
-                served.endpoint,
-                {
-                    "provider": "pyfunc",
-                    "name": served.endpoint,
-                    "config": {"model_server_url": url},
-                },
-            )
-        ]
     base = f"{url}/v1"
-    if backend == "llamacpp":
-        # llama-server's router serves the whole list, each model under its endpoint's name; a
-        # model it could not prepare left the reason in the model-state file.
+    if backend in ("pyfunc", "llamacpp"):
+        # One engine serves the whole list; "name" tells it which model answers. llama-server's
+        # router knows each model by its endpoint's name; a model the llamacpp engine could not
+        # prepare left the reason in the model-state file, as the pyfunc server does.
+        def model(name: str) -> dict:
+            if backend == "pyfunc":
+                return {"provider": "pyfunc", "name": name, "config": {"model_server_url": url}}
+            return {
+                "provider": "openai-compatible",
+                "name": name,
+                "config": {"base_url": base, "local_engine": True},
+            }
+
         return [
             endpoint
             for served in settings.served_models
-            for endpoint in chat_and_completions(
-                served.endpoint,
-                {
-                    "provider": "openai-compatible",
-                    "name": served.endpoint,
-                    "config": {"base_url": base, "local_engine": True},
-                },
-            )
+            for endpoint in chat_and_completions(served.endpoint, model(served.endpoint))
         ]
     # A GPU engine serves the first model, under whatever name it lists at /v1/models.
     return chat_and_completions(

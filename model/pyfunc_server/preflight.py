@@ -22,8 +22,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from promptlab_stack.memory import available_memory_bytes
 from promptlab_stack.topology import LEGACY_LOCAL_MODELS_DIR, LOCAL_MODELS_DIR
-from pyfunc_server.settings import ModelServerSettings, available_memory_bytes
+from pyfunc_server.settings import ModelServerSettings
 
 logger = logging.getLogger(__name__)
 

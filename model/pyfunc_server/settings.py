@@ -7,12 +7,11 @@ server was started with.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 
+from promptlab_stack.memory import available_memory_bytes
 from promptlab_stack.settings import GenerationTimeout, ModelChoice, RequestLimit
 from promptlab_stack.timings import model_server_timeout
 
@@ -63,15 +62,3 @@ class ModelServerSettings(ModelChoice, GenerationTimeout, RequestLimit):
     def request_timeout_s(self) -> float:
         """When a request's generation is stopped (the scoring server answers 504 then)."""
         return model_server_timeout(self.generation_timeout_seconds)
-
-
-def available_memory_bytes() -> int:
-    """The container's memory limit (cgroup v2 or v1), else the machine's memory."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            value = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if value.isdigit() and int(value) < 1 << 60:  # "max" or a huge number: no limit
-            return int(value)
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from llamacpp.server_command import preset, server_command
 from llamacpp.settings import LlamaCppSettings
 from llamacpp.states import States
 from llamacpp.weights import GGUF_CACHE, ModelProblem, Weights, check_memory, weights_of
+from promptlab_stack.memory import available_memory_bytes
 from promptlab_stack.model_state import CONVERTING, DOWNLOADING, FAILED, LOADING, QUEUED, READY
 from promptlab_stack.settings import SettingsError
 from promptlab_stack.stop import stop_service
@@ -41,18 +41,6 @@ logger = logging.getLogger("llamacpp.start")
 SERVICE = "llamacpp engine"
 PRESET_FILE = Path(tempfile.gettempdir()) / "llamacpp-models.ini"
 CRASHED = 1
-
-
-def available_memory_bytes() -> int:
-    """The container's memory limit (cgroup v2 or v1), else the machine's memory."""
-    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            value = Path(path).read_text().strip()
-        except OSError:
-            continue
-        if value.isdigit() and int(value) < 1 << 60:  # "max" or a huge number: no limit
-            return int(value)
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def prepare(
