@@ -38,7 +38,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from bench.clients import Client, Target, _measure_http, chat_body, openai_answer  # noqa: E402
 from bench.real_shape import build_real_shape_model  # noqa: E402
-from bench.servers import ENDPOINT, REPO, Server, pyfunc_server, tracking_server  # noqa: E402
+from bench.servers import (  # noqa: E402
+    ENDPOINT,
+    REPO,
+    Server,
+    gateway_server,
+    pyfunc_server,
+    tracking_server,
+)
 from scripts.loopback import free_port  # noqa: E402
 
 ENGINES = ["pyfunc", "llamacpp-Q8_0", "llamacpp-Q4_K_M"]
@@ -121,28 +128,6 @@ def llamacpp_server(model_dir: Path, quant: str, work: Path, logs: Path, lcpp: P
     )
 
 
-def gateway_for(engine: str, engine_url: str, work: Path, logs: Path) -> Server:
-    """The gateway image's start.py on loopback, with the config the engine's profile renders."""
-    from gateway.render_config import BACKEND_URLS, render, to_yaml, validate
-    from gateway.settings import GatewaySettings
-    from gateway.start import server_command, server_environment
-
-    backend = "pyfunc" if engine == "pyfunc" else "llamacpp"
-    settings = GatewaySettings.from_env({}, model_backend=backend, models=f"{ENDPOINT}=/x")
-    config = render(settings, {**BACKEND_URLS, backend: engine_url})
-    validate(config)
-    (work / "gateway.yaml").write_text(to_yaml(config), encoding="utf-8")
-    port = free_port()
-    return Server(
-        "gateway",
-        server_command(work / "gateway.yaml", host="127.0.0.1", port=port),
-        port,
-        "/health",
-        logs,
-        server_environment(settings),
-    )
-
-
 def measure(target: Target, concurrency: int, requests: int, engine: Server) -> dict:
     engine.reset_peak()
     point = _measure_http(target, concurrency, requests, {})
@@ -174,7 +159,8 @@ def run_engine(engine: str, args, model_dir: Path, work: Path, lcpp: Path | None
         server.start()
         server.wait(timeout=args.start_timeout)
         ready_s = time.monotonic() - started
-        gateway = gateway_for(engine, server.url, work, logs)
+        backend = "pyfunc" if engine == "pyfunc" else "llamacpp"
+        gateway = gateway_server(work, logs, server.url, None, model_dir, backend=backend)
         servers.append(gateway)
         gateway.start()
         gateway.wait()

@@ -153,18 +153,24 @@ def pyfunc_server(
 
 
 def gateway_server(
-    work: Path, logs: Path, pyfunc_url: str | None, peer_url: str | None, model_dir: Path
+    work: Path,
+    logs: Path,
+    pyfunc_url: str | None,
+    peer_url: str | None,
+    model_dir: Path,
+    backend: str = "pyfunc",
 ) -> Server:
     """The gateway image's start.py on loopback: its config for the pyfunc profile (our model
-    server), plus the one the vLLM/TGI profiles render, pointed at `transformers serve`, so that
-    the peer sits behind the same gateway and tracking server."""
+    server at `pyfunc_url`; the llamacpp profile's engine there with `backend="llamacpp"`), plus
+    the one the vLLM/TGI profiles render, pointed at `transformers serve`, so that the peer sits
+    behind the same gateway and tracking server."""
     from gateway.render_config import BACKEND_URLS, local_endpoints, render, to_yaml, validate
     from gateway.settings import GatewaySettings
     from gateway.start import server_command, server_environment
 
-    settings = GatewaySettings.from_env({}, model_backend="pyfunc", served_model_name=ENDPOINT)
+    settings = GatewaySettings.from_env({}, model_backend=backend, served_model_name=ENDPOINT)
     endpoints = (
-        render(settings, {**BACKEND_URLS, "pyfunc": pyfunc_url})["endpoints"] if pyfunc_url else []
+        render(settings, {**BACKEND_URLS, backend: pyfunc_url})["endpoints"] if pyfunc_url else []
     )
     if peer_url:
         # OpenAI's API under /v1, like vLLM; transformers serve wants the model's path as its name.
