@@ -159,6 +159,65 @@ def test_answers_stream_through_the_built_in_ai_gateway_equal_to_greedy(llamacpp
         assert chunks[-1]["usage"]["completion_tokens"] == 10, path
 
 
+@pytest.fixture(scope="module")
+def page():
+    """A Japanese Chromium page, as the other browser tests open it."""
+    from test_browser_prompt_engineering import CHROMIUM, CHROMIUM_ARGS, sync_api
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="ja-JP")
+        context.set_default_timeout(30_000)
+        try:
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def test_a_user_evaluates_a_japanese_template_in_the_browser(llamacpp_stack, references, page):
+    """The Prompt Engineering UI in Chromium on the llamacpp engine: the answer in the Output box
+    is greedy decoding's, with its token count; the run's evaluation table shows it."""
+    import uuid
+
+    from test_browser_prompt_engineering import (
+        MAX_TOKENS,
+        TEMPLATE,
+        Scenario,
+        check_token_count,
+        create_run,
+        evaluate,
+        evaluation_table,
+        expect,
+        fill_prompt,
+        open_prompt_engineering_dialog,
+        pick_endpoint,
+        visible_text,
+    )
+
+    s = Scenario(page)
+    prompt = TEMPLATE.replace("{{ object }}", "りんご")
+    with s.step(1, "open the new experiment's runs view"):
+        experiment_id = llamacpp_stack.create_experiment(f"llamacpp {uuid.uuid4().hex[:8]}")
+        page.goto(f"{llamacpp_stack.url}/#/experiments/{experiment_id}/runs")
+        expect(page.get_by_role("button", name="New run")).to_be_visible(timeout=60_000)
+        s.dismiss_popups(wait_ms=3_000)
+    with s.step(2, f"New run → using Prompt Engineering, endpoint {CHAT}, the template"):
+        dialog = open_prompt_engineering_dialog(s)
+        offered = pick_endpoint(s, dialog, CHAT)
+        assert {CHAT, f"{CHAT}-completions", SECOND} <= set(offered), offered
+        fill_prompt(s, dialog, "りんご", "llama.cpp")
+    with s.step(3, "Evaluate: greedy decoding's answer, with a token count"):
+        answer, metadata = evaluate(s, dialog)
+        expected = greedy_chat(*references[CHAT], [{"role": "user", "content": prompt}], MAX_TOKENS)
+        assert visible_text(answer) == visible_text(expected), (answer, expected)
+        check_token_count(metadata)
+    with s.step(4, "Create run: the evaluation table shows the answer"):
+        create_run(s, dialog)
+        grid = evaluation_table(s)
+        expect(grid).to_contain_text("りんご")
+        assert visible_text(answer) in visible_text(grid.inner_text())
+
+
 def test_bad_input_is_a_4xx_naming_the_problem(llamacpp_stack):
     long = [{"role": "user", "content": "りんご " * 3000}]
     status, body = llamacpp_stack.invoke(CHAT, {"messages": long, "max_tokens": 4})
