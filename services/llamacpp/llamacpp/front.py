@@ -42,6 +42,20 @@ def error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response(body, status=status, headers=headers)
 
 
+@web.middleware
+async def llama_server_errors(request: web.Request, handler) -> web.StreamResponse:
+    """llama-server not answering (it exited: the container restarts) is a 503 that says so."""
+    try:
+        return await handler(request)
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+        logger.warning("%s %s: llama-server did not answer: %r", request.method, request.path, e)
+        return error(
+            503,
+            "llama-server did not answer: it is starting again; try again in a moment",
+            **{"Retry-After": str(RETRY_AFTER_S)},
+        )
+
+
 class Front:
     def __init__(self, states: States, max_request_bytes: int) -> None:
         self.states = states
@@ -54,7 +68,9 @@ class Front:
         self.backend, self.prompts = backend, prompts
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_request_bytes)
+        app = web.Application(
+            client_max_size=self.max_request_bytes, middlewares=[llama_server_errors]
+        )
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_route("*", "/{path:.*}", self.passed_through)

@@ -53,3 +53,23 @@ def test_while_preparing_every_request_gets_a_503_saying_what_its_model_does(tmp
 
     asyncio.run(scenario())
     assert read_state(tmp_path / "state.json")["models"]["a"]["state"] == CONVERTING
+
+
+def test_llama_server_not_answering_is_a_503_that_says_so(tmp_path):
+    from loopback import free_port
+
+    from llamacpp.prompts import Prompts
+
+    front = Front(states(tmp_path), 1 << 20)
+    front.serve(f"http://127.0.0.1:{free_port()}", Prompts({}))  # nothing listens there
+
+    async def scenario():
+        async with TestClient(TestServer(front.app())) as client:
+            for r in (
+                await client.get("/models"),
+                await client.post("/v1/chat/completions", json={"model": "a", "messages": []}),
+            ):
+                assert r.status == 503 and r.headers["Retry-After"] == "10"
+                assert "llama-server did not answer" in (await r.json())["error"]["message"]
+
+    asyncio.run(scenario())
