@@ -51,7 +51,7 @@ from scripts.loopback import free_port  # noqa: E402
 ENGINES = ["pyfunc", "llamacpp-Q8_0", "llamacpp-Q4_K_M"]
 PROXY = "/ajax-api/2.0/mlflow/gateway-proxy"
 # About 200 tokens of the SentencePiece tokenizer: the time-to-first-token prompt.
-LONG_PROMPT = "りんごは赤い色をしています。バナナは黄色です。空は青く、海も青い。" * 7
+LONG_PROMPT = "りんごは赤い色をしています。バナナは黄色です。空は青く、海も青い。" * 5
 
 
 def memory_bandwidth_gbs(gib: int = 1, repeats: int = 5) -> float:
@@ -213,11 +213,13 @@ def run_engine(engine: str, args, model_dir: Path, work: Path, lcpp: Path | None
                 point = measure(target, c, requests, server)
                 result["points"][f"{target.name}@{c}"] = point
                 print(engine, target.name, c, point, flush=True)
+        # Each request its own prompt from its first token, so that no engine answers from a
+        # cached prefix (llama-server reuses a slot's KV cache for a repeated prompt).
         long_prompt = Target(
             "ui-stream-200",
             tracking.url,
             PROXY,
-            lambda p: ui(LONG_PROMPT, True),
+            lambda p: ui(f"{p}\n{LONG_PROMPT}", True),
             openai_answer,
             stream=True,
         )
