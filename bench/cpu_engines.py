@@ -26,6 +26,7 @@ Writes bench/results/cpu-engines/results.json and results.md (docs/performance.m
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -193,17 +194,25 @@ def run_engine(engine: str, args, model_dir: Path, work: Path, lcpp: Path | None
                 "json_data": {**chat_body(prompt, n), **({"stream": True} if stream else {})},
             }
 
+        # Every request a prompt of its own from its first token: llama-server reuses a slot's
+        # cached prefix, so a prompt sent before (to the other target, in the warm-up) would skip
+        # its prefill there and not here (the pyfunc server caches nothing across requests).
+        numbers = itertools.count()
+
+        def fresh(body):
+            return lambda prompt: body(f"{next(numbers):05d} {prompt}")
+
         if engine == "pyfunc":
-            direct = Target("direct", server.url, "/invocations", direct_body, openai_answer)
+            direct = Target("direct", server.url, "/invocations", fresh(direct_body), openai_answer)
         else:
             direct = Target(
                 "direct",
                 f"http://127.0.0.1:{server.port + 1}",
                 "/v1/completions",
-                direct_body,
+                fresh(direct_body),
                 completion_answer,
             )
-        targets = [Target("ui", tracking.url, PROXY, ui, openai_answer), direct]
+        targets = [Target("ui", tracking.url, PROXY, fresh(ui), openai_answer), direct]
         # Warm up (the first request pays one-off costs), then the points.
         Client(tracking.url).post(PROXY, ui("こんにちは"))
         result: dict = {"ready_s": round(ready_s), "points": {}}
@@ -213,13 +222,11 @@ def run_engine(engine: str, args, model_dir: Path, work: Path, lcpp: Path | None
                 point = measure(target, c, requests, server)
                 result["points"][f"{target.name}@{c}"] = point
                 print(engine, target.name, c, point, flush=True)
-        # Each request its own prompt from its first token, so that no engine answers from a
-        # cached prefix (llama-server reuses a slot's KV cache for a repeated prompt).
         long_prompt = Target(
             "ui-stream-200",
             tracking.url,
             PROXY,
-            lambda p: ui(f"{p}\n{LONG_PROMPT}", True),
+            fresh(lambda p: ui(f"{p}\n{LONG_PROMPT}", True)),
             openai_answer,
             stream=True,
         )

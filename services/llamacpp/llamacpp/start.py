@@ -119,7 +119,8 @@ async def serve(
     loop.add_signal_handler(signal.SIGTERM, stopping.set)
     loop.add_signal_handler(signal.SIGINT, stopping.set)
     front = Front(states, settings.max_request_bytes)
-    runner = web.AppRunner(front.app(), handle_signals=False)
+    # No access log: the healthcheck polls every few seconds (the states are logged as they change).
+    runner = web.AppRunner(front.app(), handle_signals=False, access_log=None)
     await runner.setup()
     # On SIGTERM the port closes and the requests in flight get the generation's time to finish.
     site = web.TCPSite(
