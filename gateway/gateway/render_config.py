@@ -15,6 +15,7 @@ import asyncio
 import re
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlparse
@@ -74,18 +75,26 @@ def pick_backend(
     settings: GatewaySettings,
     urls: Mapping[str, str] = BACKEND_URLS,
     resolves: Callable[[str], bool] = resolves,
+    wait_s: float = 0.0,
 ) -> str:
-    """MODEL_BACKEND, or with `auto` the engine whose compose service is running."""
+    """MODEL_BACKEND, or with `auto` the engine whose compose service is running, looked for up to
+    `wait_s` (its container may start after the gateway's); none: pyfunc."""
     if settings.model_backend != "auto":
         return settings.model_backend
-    # A compose profile starts exactly one engine; only its service name resolves on the network.
-    running = [b for b in BACKENDS if resolves(urls[b])]
-    if len(running) > 1:
-        raise ConfigError(
-            f"MODEL_BACKEND=auto found several engines running ({', '.join(running)}); "
-            "start one profile, or set MODEL_BACKEND"
-        )
-    return running[0] if running else "pyfunc"
+    deadline = time.monotonic() + wait_s
+    while True:
+        # A compose profile starts exactly one engine; only its service name resolves then.
+        running = [b for b in BACKENDS if resolves(urls[b])]
+        if len(running) > 1:
+            raise ConfigError(
+                f"MODEL_BACKEND=auto found several engines running ({', '.join(running)}); "
+                "start one profile, or set MODEL_BACKEND"
+            )
+        if running:
+            return running[0]
+        if time.monotonic() >= deadline:
+            return "pyfunc"
+        time.sleep(0.5)
 
 
 def chat_and_completions(name: str, model: dict, completions: bool = True) -> list[dict]:
@@ -180,8 +189,10 @@ def render(
     urls: Mapping[str, str] = BACKEND_URLS,
     resolves: Callable[[str], bool] = resolves,
     has_completions: Callable[[str], bool | None] = has_completions,
+    wait_s: float = 0.0,
 ) -> dict:
-    backend = pick_backend(settings, urls, resolves)
+    """The config; `wait_s`: how long MODEL_BACKEND=auto looks for the engine (pick_backend)."""
+    backend = pick_backend(settings, urls, resolves, wait_s)
     endpoints = (
         local_endpoints(settings, backend, urls[backend], has_completions)
         + external_endpoints(settings, has_completions)

@@ -18,6 +18,7 @@ from gateway.settings import GatewaySettings
 from promptlab_stack.settings import SettingsError
 from promptlab_stack.stop import stop_service
 from promptlab_stack.timings import (
+    ENGINE_DISCOVERY_S,
     GATEWAY_KEEPALIVE_S,
     gateway_graceful_timeout,
     gateway_route_timeout,
@@ -29,10 +30,14 @@ WORKERS = 2
 
 
 def write_config(
-    settings: GatewaySettings, path: Path, urls: Mapping[str, str] = BACKEND_URLS
+    settings: GatewaySettings,
+    path: Path,
+    urls: Mapping[str, str] = BACKEND_URLS,
+    wait_s: float = 0.0,
 ) -> dict:
-    """Render the config, check it with MLflow's loader, write it to `path`; raise ConfigError."""
-    config = render(settings, urls)
+    """Render the config, check it with MLflow's loader, write it to `path`; raise ConfigError.
+    `wait_s`: how long MODEL_BACKEND=auto looks for the engine's service."""
+    config = render(settings, urls, wait_s=wait_s)
     validate(config)
     path.write_text(to_yaml(config), encoding="utf-8")
     return config
@@ -74,14 +79,17 @@ def server_environment(settings: GatewaySettings) -> dict[str, str]:
     }
 
 
-def main(environ: Mapping[str, str] | None = None) -> int:
+def main(
+    environ: Mapping[str, str] | None = None, engine_wait_s: float = ENGINE_DISCOVERY_S
+) -> int:
     """Exec the gateway; on a bad setting, return the status to stop with
-    (promptlab_stack/stop.py)."""
+    (promptlab_stack/stop.py). `engine_wait_s`: how long to look for the engine's service (the
+    container's start: ENGINE_DISCOVERY_S)."""
     environ = os.environ if environ is None else environ
     try:
         settings = GatewaySettings.from_env(environ)
         warnings = key_warnings(settings, environ)
-        config = write_config(settings, CONFIG_PATH)
+        config = write_config(settings, CONFIG_PATH, wait_s=engine_wait_s)
     except (SettingsError, ConfigError, MissingKey) as e:
         return stop_service("gateway", f"config error: {e}")
     for warning in warnings:

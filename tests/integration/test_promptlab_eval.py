@@ -104,8 +104,9 @@ def test_five_rows_on_two_endpoints_make_two_runs_of_five_rows_equal_to_greedy(
             messages = [{"role": "user", "content": prompt_of(row)}]
             assert got["output"] == greedy_chat(*reference, messages, MAX_TOKENS), endpoint
             assert int(got["MLFLOW_total_tokens"]) > MAX_TOKENS and float(got["MLFLOW_latency"]) > 0
-            # Streamed: the first piece came before the end.
-            assert 0 < float(got["MLFLOW_time_to_first_token"]) < float(got["MLFLOW_latency"])
+            # Streamed: the first piece came, and not after the end (on the tiny model a whole
+            # answer can arrive in one read, within the 0.1 ms the table keeps).
+            assert 0 < float(got["MLFLOW_time_to_first_token"]) <= float(got["MLFLOW_latency"])
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         slowest = max(float(r["MLFLOW_latency"]) for r in rows)
         assert 0 < metrics["median_time_to_first_token_ms"] < slowest

@@ -28,6 +28,11 @@ GATEWAY_POOL_KEEPALIVE_S = 3.0
 GATEWAY_KEEPALIVE_S = 75
 UI_PROXY_POOL_KEEPALIVE_S = 30.0
 
+# How long the gateway looks for its engine's compose service at start (MODEL_BACKEND=auto): compose
+# starts the gateway and the engine's container at once, and a container's name resolves on the
+# network only once it runs. Within the gateway healthcheck's grace (30 s start period).
+ENGINE_DISCOVERY_S = 20.0
+
 
 def model_server_timeout(generation_timeout_s: float) -> float:
     """The model server's request timeout (MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT): the deadline

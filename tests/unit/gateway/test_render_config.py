@@ -168,3 +168,17 @@ def test_the_llamacpp_engine_serves_every_model_under_its_endpoint_name():
         "name": "b",  # llama-server's router knows each model by its endpoint's name
         "config": {"base_url": "http://llamacpp:8080/v1", "local_engine": True},
     }
+
+
+def test_auto_waits_for_the_engine_whose_container_starts_after_the_gateway():
+    """compose starts the gateway and the engine at once; the engine's name resolves only once
+    its container runs."""
+    calls = {"n": 0}
+
+    def tgi_after_a_while(url: str) -> bool:
+        calls["n"] += 1
+        return url == "http://tgi:80" and calls["n"] > 2 * len(BACKENDS)
+
+    assert pick_backend(settings(), resolves=tgi_after_a_while, wait_s=10) == "tgi"
+    # Nothing at all within the wait: pyfunc, as before.
+    assert pick_backend(settings(), resolves=lambda url: False, wait_s=0.6) == "pyfunc"

@@ -46,7 +46,8 @@ def test_bad_settings_stop_the_gateway_before_it_starts_with_a_message_naming_th
 ):
     from gateway.start import main
 
-    assert main(env) == 0  # returns instead of exec'ing the gateway: stopped, not restarted
+    # Returns instead of exec'ing the gateway: stopped, not restarted.
+    assert main(env, engine_wait_s=0) == 0
     err = capsys.readouterr().err
     assert setting in err and "gateway stopped: config error" in err
 
