@@ -33,8 +33,6 @@ TGI = Service("tgi", 80)
 VLLM = Service("vllm", 8000)
 SGLANG = Service("sglang", 30000)
 ENGINES = (PYFUNC, LLAMACPP, TGI, VLLM, SGLANG)
-# The local engines that serve every model of MODELS (the GPU engines serve the first).
-MULTI_MODEL_ENGINES = (PYFUNC.name, LLAMACPP.name)
 
 # The tracking server's stores on its volumes (mlflow-db, mlflow-artifacts).
 TRACKING_DB_DIR = Path("/mlflow/db")

@@ -37,6 +37,11 @@ logger = logging.getLogger(__name__)
 HOP_HEADERS = {"content-type", "retry-after"}
 
 
+def passed_headers(resp: aiohttp.ClientResponse) -> dict[str, str]:
+    """The headers of llama-server's answer that go back with it."""
+    return {k: v for k, v in resp.headers.items() if k.lower() in HOP_HEADERS}
+
+
 def error(status: int, message: str, **headers: str) -> web.Response:
     body = {"error": {"code": status, "message": message, "type": "invalid_request_error"}}
     return web.json_response(body, status=status, headers=headers)
@@ -158,7 +163,7 @@ class Front:
     async def _post(self, path: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
         async with self._session().post(f"{self.backend}{path}", json=body) as resp:
             raw = await resp.read()
-            headers = {k: v for k, v in resp.headers.items() if k.lower() in HOP_HEADERS}
+            headers = passed_headers(resp)
             try:
                 return resp.status, json.loads(raw), headers
             except ValueError:
@@ -183,7 +188,7 @@ class Front:
         ) as resp:
             out = web.StreamResponse(
                 status=resp.status,
-                headers={k: v for k, v in resp.headers.items() if k.lower() in HOP_HEADERS},
+                headers=passed_headers(resp),
             )
             await out.prepare(request)
             async for piece in resp.content.iter_any():
@@ -199,7 +204,7 @@ class Front:
                 return web.Response(
                     status=resp.status,
                     body=await resp.read(),
-                    headers={k: v for k, v in resp.headers.items() if k.lower() in HOP_HEADERS},
+                    headers=passed_headers(resp),
                 )
             out = web.StreamResponse(
                 headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}

@@ -12,15 +12,22 @@ from promptlab_stack.model_state import read_state
 from promptlab_stack.topology import LLAMACPP
 
 
-def model_statuses(port: int = LLAMACPP.port) -> dict[str, str]:
-    """endpoint -> llama-server's status of it (loaded, loading, unloaded, ...)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/models", timeout=4) as resp:
-        listing = json.loads(resp.read())
+def statuses_in(listing: dict) -> dict[str, str]:
+    """endpoint -> its status (loaded, loading, unloaded, ...) in llama-server's /models."""
     return {
         m.get("id", "?"): (m.get("status") or {}).get("value", "?")
         for m in listing.get("data", [])
         if isinstance(m, dict)
     }
+
+
+def every_model_loaded(statuses: dict[str, str]) -> bool:
+    return bool(statuses) and all(s == "loaded" for s in statuses.values())
+
+
+def model_statuses(port: int = LLAMACPP.port) -> dict[str, str]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/models", timeout=4) as resp:
+        return statuses_in(json.loads(resp.read()))
 
 
 def main() -> int:
@@ -30,9 +37,9 @@ def main() -> int:
         state = read_state() or {"models": {}}
         print("; ".join(m.get("message", "") for m in state["models"].values()) or "starting")
         return 1
-    waiting = {name: status for name, status in statuses.items() if status != "loaded"}
-    if waiting or not statuses:
-        print("llama-server: " + ", ".join(f"{n} {s}" for n, s in waiting.items()) or "no model")
+    if not every_model_loaded(statuses):
+        waiting = {name: status for name, status in statuses.items() if status != "loaded"}
+        print("llama-server: " + (", ".join(f"{n} {s}" for n, s in waiting.items()) or "no model"))
         return 1
     print("llama-server: every model loaded")
     return 0

@@ -25,6 +25,7 @@ from pathlib import Path
 from aiohttp import web
 
 from llamacpp.front import Front
+from llamacpp.health import every_model_loaded, statuses_in
 from llamacpp.prompts import Prompts
 from llamacpp.server_command import preset, server_command
 from llamacpp.settings import LlamaCppSettings
@@ -100,11 +101,9 @@ async def wait_until_loaded(front: Front, server: asyncio.subprocess.Process) ->
         while server.returncode is None:
             try:
                 async with session.get(f"{front.backend}/models") as resp:
-                    listing = await resp.json()
-                statuses = [(m.get("status") or {}).get("value") for m in listing["data"]]
-                if statuses and all(s == "loaded" for s in statuses):
-                    return True
-            except (aiohttp.ClientError, OSError, ValueError, KeyError, TypeError):
+                    if every_model_loaded(statuses_in(await resp.json())):
+                        return True
+            except (aiohttp.ClientError, OSError, ValueError, AttributeError, TypeError):
                 pass
             await asyncio.sleep(0.5)
     return False
