@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from constants import CHAT_ENDPOINT as CHAT
-from constants import REPO, SERVED_MODEL_NAME
+from constants import REPO, SECOND_MODEL_NAME, SERVED_MODEL_NAME
 from loopback import free_port
 from stack import running_stack
 from test_reliability import create_promptlab_run, run_is_intact, wait_healthy
@@ -40,8 +40,8 @@ def team_stack(tmp_path_factory):
         # HTTPS on a host name and an IP address.
         "TLS_HOSTNAMES": f"{HOST},127.0.0.1",
         "TLS_PORT": str(free_port()),
-        # One model is enough here: this stack is about where the runs live.
-        "MODELS": f"/models/{SERVED_MODEL_NAME}",
+        # This stack is about where the runs live; two models for the blind comparison's votes.
+        "MODELS": f"/models/{SERVED_MODEL_NAME},/models/{SECOND_MODEL_NAME}",
     }
     with running_stack(
         tmp_path_factory,
@@ -115,6 +115,52 @@ CREATE_EXPERIMENT = """async ([url, name, mode, tags]) => {
         return [0, String(e)];
     }
 }"""
+
+
+def test_blind_votes_are_the_users_own_and_survive_a_restart(team_stack):
+    """The arena with basic auth: a user who may only read the experiment gets MLflow's 403 before
+    anything is generated; the admin's vote is recorded under the admin's name, in PostgreSQL, and
+    the leaderboard still counts it after the tracking server restarts."""
+    import base64
+
+    from arena_client import answers, battle, leaderboard, vote
+
+    experiment_id = team_stack.create_experiment(f"arena {time.time()}")
+    status, body = team_stack.request(
+        "POST",
+        "api/2.0/mlflow/users/create",
+        {"username": "viewer", "password": "viewer-pass-1234"},
+    )
+    assert status == 200, body
+    viewer = {"Authorization": "Basic " + base64.b64encode(b"viewer:viewer-pass-1234").decode()}
+    request = {
+        "experiment_id": experiment_id,
+        "prompt": "りんごは何色ですか？",
+        "endpoints": [SERVED_MODEL_NAME, SECOND_MODEL_NAME],
+        "max_tokens": 4,
+    }
+    status, body = battle(team_stack, request, headers=viewer)
+    assert status == 403 and "PERMISSION_DENIED" in body["message"], body
+    status, body = battle(team_stack, request, headers={})
+    assert status == 401, body
+    status, found = battle(team_stack, request)
+    assert status == 200 and found[-1] == {"recorded": True, "votable": True}, found
+    battle_id, _, _ = answers(found)
+    status, revealed = vote(team_stack, experiment_id, battle_id, "tie")
+    assert status == 200 and revealed["voter"] == "admin", revealed
+    rows = psql(
+        team_stack,
+        "select source_id from assessments where name = 'arena_preference' "
+        f"and trace_id = '{revealed['A']['trace_id']}'",
+    )
+    assert rows == "admin", rows
+    team_stack.compose("restart", "tracking")
+    wait_healthy(team_stack, "tracking")
+    board = leaderboard(team_stack, experiment_id)["human"]
+    assert board["votes"] == 1 and {s["endpoint"] for s in board["scores"]} == {
+        SERVED_MODEL_NAME,
+        SECOND_MODEL_NAME,
+    }, board
 
 
 def test_the_team_works_in_a_browser_over_https_on_its_host_name_and_ip_address(team_stack):

@@ -4,7 +4,7 @@ server's stream route, the gateway, the UI's gateway proxy, `promptlab-eval` and
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 DONE = b"data: [DONE]\n\n"
@@ -30,23 +30,52 @@ def error_event(status: int, message: str) -> bytes:
     return event({"error": {"message": message, "code": status}})
 
 
+_DONE = object()
+
+
+def _event_of(line: bytes):
+    """The JSON object one line carries; None for a line that carries none (a blank line between
+    events, a comment, an event name); _DONE for `[DONE]`."""
+    if not line.startswith(b"data:"):
+        return None
+    data = line[len(b"data:") :].strip()
+    if data == b"[DONE]":
+        return _DONE
+    found = json.loads(data)
+    if not isinstance(found, dict):
+        raise ValueError("the stream carried something other than a JSON object")
+    if "error" in found:
+        error = found["error"] if isinstance(found["error"], dict) else {}
+        code = error.get("code")
+        raise StreamError(
+            code if isinstance(code, int) and 400 <= code < 600 else 502,
+            str(error.get("message", found["error"])),
+        )
+    return found
+
+
 def events(lines: Iterable[bytes]) -> Iterator[dict]:
     """Each event's JSON object from the lines of a stream, as they come, until `[DONE]` or the
     end. Raises StreamError for an `error` event, ValueError for data that is not a JSON object."""
     for line in lines:
-        if not line.startswith(b"data:"):
-            continue  # a blank line between events, a comment, an event name
-        data = line[len(b"data:") :].strip()
-        if data == b"[DONE]":
+        found = _event_of(line)
+        if found is _DONE:
             return
-        found = json.loads(data)
-        if not isinstance(found, dict):
-            raise ValueError("the stream carried something other than a JSON object")
-        if "error" in found:
-            error = found["error"] if isinstance(found["error"], dict) else {}
-            code = error.get("code")
-            raise StreamError(
-                code if isinstance(code, int) and 400 <= code < 600 else 502,
-                str(error.get("message", found["error"])),
-            )
+        if found is not None:
+            yield found
+
+
+async def events_of_pieces(pieces: AsyncIterable[bytes]) -> AsyncIterator[dict]:
+    """`events` for a stream read in pieces of any size (an HTTP client's chunks), as they come."""
+    pending = b""
+    async for piece in pieces:
+        pending += piece
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            found = _event_of(line)
+            if found is _DONE:
+                return
+            if found is not None:
+                yield found
+    if (found := _event_of(pending)) not in (None, _DONE):
         yield found

@@ -5,6 +5,7 @@
   (gateway_proxy.py).
 - The built-in AI Gateway may call the stack's own gateway, and no other private upstream
   (the endpoint-sync service registers the endpoints, services/endpoint-sync).
+- The blind comparison page, /promptlab/arena (tracking/arena), beside the UI.
 - With an admin password set, MLflow's own basic auth guards every route, ours included.
 """
 
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import logging
 
-from tracking.gateway_proxy import install_gateway_proxy
+from tracking.arena.api import install_arena
+from tracking.gateway_proxy import GatewayClient, install_gateway_proxy
 from tracking.mlflow_compat import (
     fastapi_basic_auth,
     served_by_uvicorn,
@@ -55,11 +57,20 @@ def create_app(app=None):
     else:
         served = app
     if served_by_uvicorn():
+        client = GatewayClient(settings.ui_proxy_timeout_s)
         install_gateway_proxy(
             served,
             app,
             target=settings.mlflow_deployments_target,
             timeout_s=settings.ui_proxy_timeout_s,
+            authenticate=authenticate,
+            max_body_bytes=settings.max_request_bytes,
+            client=client,
+        )
+        install_arena(
+            served,
+            client,
+            target=settings.mlflow_deployments_target,
             authenticate=authenticate,
             max_body_bytes=settings.max_request_bytes,
         )

@@ -30,6 +30,7 @@ from promptlab_stack.http_pool import AnswerTooLarge, SessionPool
 from promptlab_stack.json_nesting import too_deep
 from promptlab_stack.sse import DONE, error_event
 from promptlab_stack.timings import UI_PROXY_POOL_KEEPALIVE_S
+from tracking.login import refused
 from tracking.mlflow_compat import add_route_before_flask, on_shutdown, validate_gateway_path
 
 # MLflow error codes for the statuses the gateway answers with (the UI shows `message`).
@@ -229,8 +230,7 @@ def make_gateway_proxy_endpoint(
     (request)`, given when MLflow's basic auth is on, returns the user, None, or a response to send
     instead (a login challenge): MLflow's auth middleware does not check this route itself."""
     import aiohttp
-    from starlette.concurrency import run_in_threadpool
-    from starlette.responses import PlainTextResponse, Response, StreamingResponse
+    from starlette.responses import Response, StreamingResponse
 
     def answer(status: int, body: bytes) -> Response:
         # A 429 is the model server's full queue (the gateway says when to try again: 1 s).
@@ -238,16 +238,8 @@ def make_gateway_proxy_endpoint(
         return Response(body, status_code=status, media_type="application/json", headers=headers)
 
     async def gateway_proxy(request):
-        if authenticate is not None:
-            user = await run_in_threadpool(authenticate, request)
-            if isinstance(user, Response):  # the auth function's own answer (a 401 challenge)
-                return user
-            if user is None:
-                return PlainTextResponse(
-                    "You are not authenticated: this MLflow server needs a username and password.",
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Basic realm="mlflow"'},
-                )
+        if (refusal := await refused(authenticate, request)) is not None:
+            return refusal
         if not target:
             return answer(200, NO_GATEWAY_ANSWER)
         method = request.method
@@ -319,10 +311,11 @@ def install_gateway_proxy(
     timeout_s: float,
     authenticate=None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    client: GatewayClient | None = None,
 ) -> list[str]:
     """Serve the Flask app's gateway-proxy URLs with our route, ahead of the Flask mount; close the
-    connection pool with the app. Returns the paths."""
-    client = GatewayClient(timeout_s)
+    connection pool (`client`, or one of its own) with the app. Returns the paths."""
+    client = client or GatewayClient(timeout_s)
     endpoint = make_gateway_proxy_endpoint(client, target, authenticate, max_body_bytes)
     paths = gateway_proxy_paths(flask_app)
     for path in paths:

@@ -183,3 +183,18 @@ def data_key_unwrapper(passphrase: str, version: int):
         return True
 
     return unwrap
+
+
+def rest_tracking_store(host: str, username: str | None = None, password: str | None = None):
+    """MLflow's REST tracking store for `host` with one user's Basic login (or none): the arena's
+    reads and writes go through this server's own API as the user who asked, so that MLflow's
+    permissions apply to them (tracking/arena/tracking_store.py).
+
+    Why private: MLflow's public clients read the login from process-wide environment variables,
+    and the server serves many users at once; only the store takes credentials per instance.
+    """
+    from mlflow.store.tracking.rest_store import RestStore
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    creds = MlflowHostCreds(host, username=username, password=password)
+    return RestStore(lambda: creds)

@@ -140,3 +140,49 @@ def test_tracking_image_checks_a_passphrase_against_a_wrapped_data_key():
     )
     assert not data_key_unwrapper("wrong-passphrase-0123456789", 1)(wrapped)
     assert not data_key_unwrapper(right, 2)(wrapped)
+
+
+def test_the_arena_writes_traces_and_feedback_as_the_user_through_a_rest_store(tmp_path):
+    """A real server (tests/tracking_server.py): the store with a login starts a trace, logs its
+    span (OTLP), reads it back with its feedback, as the arena does."""
+    import time
+
+    from tracking_server import tracking_server
+
+    from tracking.arena import records
+    from tracking.arena.tracking_store import ArenaStore
+    from tracking.mlflow_compat import rest_tracking_store
+
+    store = rest_tracking_store("http://127.0.0.1:1", "alice", "pw")
+    creds = store.get_host_creds()
+    assert (creds.host, creds.username, creds.password) == ("http://127.0.0.1:1", "alice", "pw"), (
+        UPGRADE.format(
+            name="mlflow.store.tracking.rest_store.RestStore and rest_utils.MlflowHostCreds",
+            module="mlflow_compat.rest_tracking_store",
+        )
+    )
+    with tracking_server(tmp_path) as (_, url):
+        arena = ArenaStore(url, None)
+        experiment_id = arena.store.create_experiment("arena-canary")
+        now = time.time_ns()
+        sides = [records.Side(n, f"e-{n}", records.new_trace_id()[0], now) for n in records.SIDES]
+        battle = records.Battle(
+            records.new_battle_id(),
+            experiment_id,
+            [{"role": "user", "content": "hi"}],
+            "hi",
+            {},
+            "",
+            0.0,
+            4,
+            sides,
+        )
+        arena.start(battle)
+        for side in sides:
+            side.text, side.ended_ns, side.finish_reason = "ok", time.time_ns(), "stop"
+        arena.finish(battle)
+        found = arena.battle(experiment_id, battle.battle_id)
+        assert {n: s.ok for n, s in found.items()} == {"A": True, "B": True}
+        arena.vote(experiment_id, battle.battle_id, found, "A", records.HUMAN, "alice")
+        again = arena.battles(experiment_id)[battle.battle_id]
+        assert records.game_of(again, records.HUMAN) == ("e-A", "e-B", 1.0)
