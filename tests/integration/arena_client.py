@@ -27,7 +27,11 @@ def battle(stack, body: dict, headers: dict | None = None) -> tuple[int, list[di
         with urllib.request.urlopen(req, timeout=300) as resp:
             return resp.status, list(events(resp))
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"{}")
+        raw = e.read().decode("utf-8", "replace")
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:  # a login challenge's text
+            return e.code, {"message": raw}
 
 
 def answers(found: list[dict]) -> tuple[str, dict[str, str], dict[str, dict]]:

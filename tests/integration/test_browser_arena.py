@@ -28,6 +28,8 @@ expect = sync_api.expect
 
 TEMPLATE = "{{ fruit }}は何色ですか？"
 MAX_TOKENS = 12
+# Long enough that a tiny model's answer arrives in many pieces (its context is 512 tokens).
+LONG_TOKENS = 400
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +117,33 @@ def test_user_votes_blind_between_two_local_models_in_japanese(stack, page, refe
             for x in info.get("assessments", [])
         }
         assert sources == {"anonymous"}, sources
+    with s.step(9, "a long answer shows on the screen while the rest is being generated"):
+        # Every change of side A's text, timed in the page, until the vote buttons come on.
+        page.evaluate(
+            """() => {
+              window.seen = [];
+              const text = document.getElementById("text-A");
+              new MutationObserver(() => {
+                const voting = !document.querySelector("button.vote").disabled;
+                window.seen.push([text.textContent.length, voting]);
+              }).observe(text, {childList: true, characterData: true, subtree: true});
+            }"""
+        )
+        page.get_by_label("最大トークン数").fill(str(LONG_TOKENS))
+        page.get_by_role("button", name="比較する").click()
+        expect(page.get_by_role("button", name="引き分け")).to_be_enabled(timeout=120_000)
+        seen = page.evaluate("window.seen")
+        growing = sorted({n for n, voting in seen if n and not voting})
+        # Many partial texts were on the screen before the answer was complete.
+        assert len(growing) >= 3, seen
+        a = page.get_by_role("region", name="回答 A").locator(".text").inner_text()
+        page.get_by_role("button", name="引き分け").click()
+        expect(page.get_by_role("status")).to_contain_text("A は ")
+        text = page.get_by_role("status").inner_text()
+        name_a = FIRST if text.index(FIRST) < text.index(SECOND) else SECOND
+        whole = greedy_chat(*references[name_a], question, LONG_TOKENS)
+        assert visible_text(a) == visible_text(whole)
+        assert growing[0] < max(n for n, _ in seen), seen
 
 
 def test_bad_requests_get_a_4xx_that_names_the_problem(stack, references):

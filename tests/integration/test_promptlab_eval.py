@@ -303,3 +303,33 @@ def test_a_judge_needs_its_criteria_and_a_chat_endpoint(stack):
             endpoints=(CHAT,),
         )
         assert out.returncode == 2 and words in out.stderr.decode(), out.stderr.decode()
+
+
+def test_a_pairwise_judge_votes_blind_between_two_endpoints_into_the_arena_board(stack):
+    """`--pairwise-judge`: 4 rows, one pair: 4 battles recorded as the arena page records them,
+    each voted by the judge (feedback from LLM_JUDGE), apart from human votes. The tiny judge
+    always says the first answer it sees is better: with the order swapped on half the battles,
+    each endpoint wins exactly half."""
+    from arena_client import arena_traces, leaderboard
+
+    experiment = f"一対比較 {uuid.uuid4().hex[:6]}"
+    out = evaluate(stack, experiment, csv_bytes(ROWS[:4], "utf-8"), "--pairwise-judge", JUDGE)
+    assert out.returncode == 0, out.stderr.decode()
+    assert "4 of 4 battles voted by judge" in out.stderr.decode(), out.stderr.decode()
+    runs = runs_of(stack, experiment)
+    assert list(runs) == ["arena-leaderboard"], list(runs)
+    experiment_id = runs["arena-leaderboard"]["info"]["experiment_id"]
+    board = leaderboard(stack, experiment_id)
+    assert board["human"]["votes"] == 0 and board["judge"]["votes"] == 4, board
+    assert {s["endpoint"]: s["wins"] for s in board["judge"]["scores"]} == {CHAT: 2, SECOND: 2}
+    traces = arena_traces(stack, experiment_id)
+    assert len(traces) == 8
+    sources = {
+        (a["source"]["source_type"], a["source"]["source_id"])
+        for t in traces
+        for a in t.get("assessments", [])
+    }
+    assert sources == {("LLM_JUDGE", JUDGE)}, sources
+    # Each battle's request is its row's prompt, as for the runs.
+    prompts = {json.loads(t["request_preview"])["messages"][0]["content"] for t in traces}
+    assert prompts == {prompt_of(r) for r in ROWS[:4]}

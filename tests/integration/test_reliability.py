@@ -16,8 +16,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from arena_client import answers, battle, leaderboard, vote
 from constants import CHAT_ENDPOINT as CHAT
-from constants import REPO
+from constants import REPO, SECOND_MODEL_NAME
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -301,6 +302,18 @@ def test_a_backup_taken_while_running_brings_every_run_back_after_its_volumes_ar
     run_ids = {
         value: create_promptlab_run(stack, experiment_id, value) for value in ("かき", "なし")
     }
+    # A blind comparison's vote (two traces and their feedback) goes with them.
+    status, found = battle(
+        stack,
+        {
+            "experiment_id": experiment_id,
+            "prompt": "かきは何色？",
+            "endpoints": [CHAT, SECOND_MODEL_NAME],
+            "max_tokens": 4,
+        },
+    )
+    assert status == 200, found
+    assert vote(stack, experiment_id, answers(found)[0], "B")[0] == 200
     backup = stack.exec_tracking("promptlab-backup")
     assert backup.returncode == 0 and backup.stdout[:512].strip(), backup.stderr.decode()[-2000:]
     assert "promptlab-backup:" in backup.stderr.decode()
@@ -349,6 +362,7 @@ def test_a_backup_taken_while_running_brings_every_run_back_after_its_volumes_ar
     stack.compose("up", "-d", "--no-deps", "--wait", "tracking")
     for value, run_id in run_ids.items():
         run_is_intact(stack, run_id, value)
+    assert leaderboard(stack, experiment_id)["human"]["votes"] == 1
 
 
 # -- load ---------------------------------------------------------------------------------------

@@ -140,7 +140,7 @@ def test_blind_votes_are_the_users_own_and_survive_a_restart(team_stack):
         "max_tokens": 4,
     }
     status, body = battle(team_stack, request, headers=viewer)
-    assert status == 403 and "PERMISSION_DENIED" in body["message"], body
+    assert status == 403 and "Permission denied: user 'viewer'" in body["message"], body
     status, body = battle(team_stack, request, headers={})
     assert status == 401, body
     status, found = battle(team_stack, request)

@@ -3,6 +3,9 @@
     docker compose exec -T tracking promptlab-eval --experiment 果物 \\
         --template '{{ object }}は何色ですか？' --data - --endpoint A --endpoint B < inputs.csv
 
+With --pairwise-judge, every pair of endpoints answers every row instead, and an LLM judge votes
+between them blind, as people do on the arena page (pairwise.py).
+
 Every input problem (an unreadable file, a variable without a column, an unknown endpoint) is
 reported before any model is called, and nothing is created. Each endpoint gets one run, made as
 the UI makes them (runner.py); a summary table ends the output.
@@ -70,6 +73,12 @@ def parser() -> argparse.ArgumentParser:
         help="what the judge checks (with --judge), e.g. 'Is the answer polite Japanese?'",
     )
     p.add_argument(
+        "--pairwise-judge",
+        metavar="ENDPOINT",
+        help="instead of runs: blind comparisons of every pair of --endpoint on every row, voted "
+        "by an LLM judge on this chat endpoint, into the arena's leaderboard (optional --criteria)",
+    )
+    p.add_argument(
         "--concurrency", type=int, default=8, help="requests in flight per endpoint (default 8)"
     )
     p.add_argument(
@@ -116,7 +125,16 @@ def load_inputs(
         )
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    if bool(args.judge) != bool(args.criteria and args.criteria.strip()):
+    criteria = bool(args.criteria and args.criteria.strip())
+    if args.pairwise_judge:
+        if args.judge or args.expect:
+            raise UsageError(
+                "--pairwise-judge compares endpoints in battles; --judge and --expect score the "
+                "runs of the other mode: use one or the other"
+            )
+        if len(set(args.endpoint)) < 2:
+            raise UsageError("--pairwise-judge needs at least two different --endpoint")
+    elif bool(args.judge) != criteria:
         raise UsageError(
             "--judge and --criteria go together: the judge's endpoint and what it checks"
         )
@@ -146,6 +164,53 @@ def summary_table(summaries: list[Summary]) -> str:
     return "\n".join(lines)
 
 
+def pairwise(args, settings: EvalSettings, client, experiment_id: str, template: str, rows) -> int:
+    """--pairwise-judge: battles voted by the judge (pairwise.py), then the board as a run."""
+    from promptlab_eval.judge import make_pairwise_judge
+    from promptlab_eval.pairwise import PairwiseJudgeRun, board_table
+    from tracking.arena.tracking_store import ArenaStore
+
+    login = (
+        (settings.mlflow_auth_admin_username, settings.mlflow_auth_admin_password)
+        if settings.basic_auth
+        else None
+    )
+    store = ArenaStore(args.tracking_uri, login)
+    judge = make_pairwise_judge(
+        args.pairwise_judge, args.criteria, settings.mlflow_deployments_target
+    )
+    endpoints = list(dict.fromkeys(args.endpoint))
+    try:
+        outcomes = PairwiseJudgeRun(
+            client,
+            store,
+            experiment_id,
+            template,
+            rows,
+            endpoints,
+            args.pairwise_judge,
+            judge,
+            args.temperature,
+            args.max_tokens,
+            args.concurrency,
+        ).run()
+    except KeyboardInterrupt:
+        print("\npromptlab-eval: interrupted; the battles voted so far are saved", file=sys.stderr)
+        return 130
+    problems = [o for o in outcomes if o.problem]
+    for o in problems[:20]:
+        p = o.pairing
+        print(f"row {p.row + 1}, {p.a} vs {p.b}: not counted: {o.problem}", file=sys.stderr)
+    run_id, board = store.log_board(experiment_id)
+    print(
+        f"{len(outcomes) - len(problems)} of {len(outcomes)} battles voted by "
+        f"{args.pairwise_judge}; leaderboard logged as run {run_id}",
+        file=sys.stderr,
+    )
+    print(board_table(board))
+    return 1 if problems else 0
+
+
 def interrupt(signum, frame):
     raise KeyboardInterrupt  # docker stop / kill: save what is answered, as for Ctrl-C
 
@@ -160,17 +225,26 @@ def main(argv: list[str] | None = None) -> int:
             args.tracking_uri, settings, timeout_s=settings.ui_proxy_timeout_s + 5
         )
         endpoints = client.endpoints()
-        unknown = [
-            e for e in [*args.endpoint, *([args.judge] if args.judge else [])] if e not in endpoints
-        ]
+        judges = [j for j in (args.judge, args.pairwise_judge) if j]
+        unknown = [e for e in [*args.endpoint, *judges] if e not in endpoints]
         if unknown:
             raise UsageError(
                 f"the gateway has no endpoint {', '.join(unknown)} (it has: {', '.join(endpoints)})"
             )
-        if args.judge and endpoints[args.judge] != "llm/v1/chat":
+        for flag, judge_endpoint in (
+            ("--judge", args.judge),
+            ("--pairwise-judge", args.pairwise_judge),
+        ):
+            if judge_endpoint and endpoints[judge_endpoint] != "llm/v1/chat":
+                raise UsageError(
+                    f"{flag} {judge_endpoint} is a {endpoints[judge_endpoint]} endpoint; "
+                    "a judge needs a chat endpoint"
+                )
+        if args.pairwise_judge and (
+            not_chat := [e for e in args.endpoint if endpoints[e] != "llm/v1/chat"]
+        ):
             raise UsageError(
-                f"--judge {args.judge} is a {endpoints[args.judge]} endpoint; "
-                "a judge needs a chat endpoint"
+                f"--pairwise-judge compares chat endpoints; {', '.join(not_chat)} is not one"
             )
         judge = (
             make_judge(args.judge, args.criteria, settings.mlflow_deployments_target)
@@ -193,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     experiment_id = client.experiment_id(args.experiment)
+    if args.pairwise_judge:
+        return pairwise(args, settings, client, experiment_id, template, rows)
     summaries = []
     try:
         for endpoint in args.endpoint:

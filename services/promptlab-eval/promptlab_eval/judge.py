@@ -31,3 +31,34 @@ def make_judge(endpoint: str, criteria: str, gateway_url: str):
         model=f"openai:/{endpoint}",
         base_url=f"{gateway_url.rstrip('/')}/v1/chat/completions",
     )
+
+
+PAIRWISE_JUDGE_NAME = "pairwise_judge"
+# The judge's verdicts: the first answer is better (yes), the second is (no), or neither (tie).
+PAIRWISE_VERDICTS = ("yes", "no", "tie")
+DEFAULT_PAIRWISE_CRITERIA = "Which answer serves the request better: correct, helpful and natural?"
+
+
+def make_pairwise_judge(endpoint: str, criteria: str | None, gateway_url: str):
+    """MLflow's judge asked to compare two answers to one request: "yes" when the first is better,
+    "no" when the second is, "tie" when neither is (pairwise.py swaps the order on half the pairs,
+    so that a judge that favours a position favours neither side)."""
+    from typing import Literal
+
+    from mlflow.genai.judges import make_judge as mlflow_make_judge
+
+    os.environ.setdefault("OPENAI_API_KEY", "unused-by-the-local-gateway")
+    instructions = (
+        f"{(criteria or DEFAULT_PAIRWISE_CRITERIA).strip()}\n\n"
+        "The request: {{ inputs }}\n"
+        "The two answers, `first` and `second`: {{ outputs }}\n"
+        "Is the first answer better than the second? Answer yes if the first is better, no if "
+        "the second is better, tie if neither is."
+    )
+    return mlflow_make_judge(
+        name=PAIRWISE_JUDGE_NAME,
+        instructions=instructions,
+        model=f"openai:/{endpoint}",
+        base_url=f"{gateway_url.rstrip('/')}/v1/chat/completions",
+        feedback_value_type=Literal["yes", "no", "tie"],
+    )

@@ -183,6 +183,13 @@ def test_the_arena_writes_traces_and_feedback_as_the_user_through_a_rest_store(t
         arena.finish(battle)
         found = arena.battle(experiment_id, battle.battle_id)
         assert {n: s.ok for n, s in found.items()} == {"A": True, "B": True}
-        arena.vote(experiment_id, battle.battle_id, found, "A", records.HUMAN, "alice")
+        arena.vote(
+            experiment_id,
+            battle.battle_id,
+            {n: s.trace_id for n, s in found.items()},
+            "A",
+            records.HUMAN,
+            "alice",
+        )
         again = arena.battles(experiment_id)[battle.battle_id]
         assert records.game_of(again, records.HUMAN) == ("e-A", "e-B", 1.0)

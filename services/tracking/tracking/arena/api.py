@@ -16,13 +16,13 @@ import asyncio
 import json
 import random
 import re
-import statistics
 import time
 from importlib import resources
 
 from promptlab_stack.json_nesting import too_deep
 from promptlab_stack.sse import DONE, error_event, event
 from tracking.arena import records
+from tracking.arena.board import leaderboard_of
 from tracking.arena.generation import generate_side
 from tracking.arena.protocol import (
     ArenaRequestError,
@@ -69,92 +69,6 @@ def messages_of(req: BattleRequest) -> tuple[list[dict], str]:
     text = render(req.prompt, values)
     messages = [{"role": "system", "content": req.system}] if req.system.strip() else []
     return messages + [{"role": "user", "content": text}], text
-
-
-def median(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def board_of(battles: dict[str, dict[str, records.StoredSide]], source_type: str) -> dict:
-    from promptlab_stack.bradley_terry import leaderboard, pair_win_rates
-
-    games = [g for sides in battles.values() if (g := records.game_of(sides, source_type))]
-    return {
-        "votes": len(games),
-        "scores": [
-            {
-                "endpoint": s.endpoint,
-                "score": round(s.score, 1),
-                "low": round(s.low, 1),
-                "high": round(s.high, 1),
-                "games": s.games,
-                "wins": s.wins,
-                "win_rate": round(s.wins / s.games, 3) if s.games else None,
-            }
-            for s in leaderboard(games)
-        ],
-        "pairs": [
-            {"a": a, "b": b, "a_share": round(share, 3), "games": n}
-            for (a, b), (share, n) in pair_win_rates(games).items()
-        ],
-    }
-
-
-def leaderboard_of(experiment_id: str, battles: dict) -> dict:
-    speed: dict[str, dict[str, list]] = {}
-    for sides in battles.values():
-        for side in sides.values():
-            if side.ok:
-                entry = speed.setdefault(side.endpoint, {"latency": [], "tps": []})
-                entry["latency"].append(side.latency_ms)
-                entry["tps"].append(side.tokens_per_s)
-    return {
-        "experiment_id": experiment_id,
-        "battles": len(battles),
-        "human": board_of(battles, records.HUMAN),
-        "judge": board_of(battles, records.LLM_JUDGE),
-        "speed": {
-            name: {
-                "median_latency_ms": median(v["latency"]),
-                "median_tokens_per_s": median(v["tps"]),
-            }
-            for name, v in sorted(speed.items())
-        },
-    }
-
-
-def leaderboard_note(board: dict, experiment_name: str) -> str:
-    lines = [
-        f"# Blind comparison leaderboard of {experiment_name}",
-        "",
-        "| | endpoint | score | 95% interval | games | win rate |",
-        "|-|-|-|-|-|-|",
-    ]
-    for kind in ("human", "judge"):
-        for s in board[kind]["scores"]:
-            lines.append(
-                f"| {kind} | {s['endpoint']} | {s['score']:.0f} | {s['low']:.0f}–{s['high']:.0f} "
-                f"| {s['games']} | {s['win_rate']:.0%} |"
-            )
-    return "\n".join(lines)
-
-
-def leaderboard_metrics(board: dict) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for kind in ("human", "judge"):
-        for s in board[kind]["scores"]:
-            prefix = f"{kind}.{s['endpoint']}"
-            metrics[f"{prefix}.score"] = s["score"]
-            metrics[f"{prefix}.score_low"] = s["low"]
-            metrics[f"{prefix}.score_high"] = s["high"]
-            metrics[f"{prefix}.games"] = s["games"]
-        metrics[f"{kind}.votes"] = board[kind]["votes"]
-    for name, v in board["speed"].items():
-        for key, value in v.items():
-            if value is not None:
-                metrics[f"{name}.{key}"] = round(value, 3)
-    return metrics
 
 
 def finish_quietly(store: ArenaStore, battle: Battle) -> None:
@@ -331,7 +245,13 @@ def make_routes(client: GatewayClient, target: str, authenticate, max_body_bytes
         login = basic_login(request)
         voter = login[0] if login and authenticate is not None else "anonymous"
         await run_in_threadpool(
-            store.vote, req.experiment_id, req.battle_id, sides, req.vote, records.HUMAN, voter
+            store.vote,
+            req.experiment_id,
+            req.battle_id,
+            {name: side.trace_id for name, side in sides.items()},
+            req.vote,
+            records.HUMAN,
+            voter,
         )
         return JSONResponse(
             {
@@ -354,22 +274,7 @@ def make_routes(client: GatewayClient, target: str, authenticate, max_body_bytes
     async def leaderboard_run(request):
         req = parse(LeaderboardRunRequest, await json_body(request))
         store = store_for(request)
-        name = await run_in_threadpool(store.experiment_name, req.experiment_id)
-        board = leaderboard_of(
-            req.experiment_id, await run_in_threadpool(store.battles, req.experiment_id)
-        )
-        run_id = await run_in_threadpool(
-            store.log_leaderboard_run,
-            req.experiment_id,
-            "arena-leaderboard",
-            leaderboard_metrics(board),
-            leaderboard_note(board, name),
-            {
-                "battles": board["battles"],
-                "human_votes": board["human"]["votes"],
-                "judge_votes": board["judge"]["votes"],
-            },
-        )
+        run_id, board = await run_in_threadpool(store.log_board, req.experiment_id)
         return JSONResponse({"run_id": run_id, "leaderboard": board})
 
     async def dataset(request):

@@ -16,11 +16,18 @@ PAGE_SIZE = 500
 MAX_TRACES = 20_000
 
 
-def mlflow_error(e: Exception, doing: str) -> ArenaRequestError:
+def mlflow_error(e: Exception, doing: str, user: str = "") -> ArenaRequestError:
     """An MLflow refusal as the arena's answer: MLflow's status and message (a 403 for a user
     without permission, a 404 for an experiment that does not exist)."""
     status = getattr(e, "get_http_status_code", lambda: 500)()
     message = getattr(e, "message", None) or str(e)
+    if status == 403:
+        who = f"user {user!r}" if user else "this user"
+        return ArenaRequestError(
+            403,
+            f"Permission denied: {who} may not {doing} (MLflow's permissions; an admin can "
+            "grant EDIT on the experiment)",
+        )
     if status == 500 and "Connection" in type(e).__name__:
         message = "the tracking server did not answer"
     return ArenaRequestError(
@@ -40,7 +47,7 @@ class ArenaStore:
         try:
             return fn(*args, **kwargs)
         except MlflowException as e:
-            raise mlflow_error(e, doing) from None
+            raise mlflow_error(e, doing, self.user) from None
 
     def experiment_name(self, experiment_id: str) -> str:
         return self._call(
@@ -98,7 +105,7 @@ class ArenaStore:
         self,
         experiment_id: str,
         battle_id: str,
-        sides: dict[str, StoredSide],
+        trace_ids: dict[str, str],
         vote: str,
         source_type: str,
         source_id: str,
@@ -109,9 +116,30 @@ class ArenaStore:
                 f"record the vote in experiment {experiment_id}",
                 self.store.create_assessment,
                 records.feedback(
-                    sides[side].trace_id, value, battle_id, source_type, source_id, rationale
+                    trace_ids[side], value, battle_id, source_type, source_id, rationale
                 ),
             )
+
+    def log_board(self, experiment_id: str) -> tuple[str, dict]:
+        """Log the experiment's leaderboard as a run; (run id, the board)."""
+        from tracking.arena.board import (
+            BOARD_RUN_NAME,
+            leaderboard_metrics,
+            leaderboard_note,
+            leaderboard_of,
+            leaderboard_params,
+        )
+
+        name = self.experiment_name(experiment_id)
+        board = leaderboard_of(experiment_id, self.battles(experiment_id))
+        run_id = self.log_leaderboard_run(
+            experiment_id,
+            BOARD_RUN_NAME,
+            leaderboard_metrics(board),
+            leaderboard_note(board, name),
+            leaderboard_params(board),
+        )
+        return run_id, board
 
     def log_leaderboard_run(
         self, experiment_id: str, run_name: str, metrics: dict[str, float], note: str, params: dict
