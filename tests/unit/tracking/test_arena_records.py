@@ -102,3 +102,28 @@ def test_a_vote_is_one_of_four():
         parse(VoteRequest, {"experiment_id": "1", "battle_id": "ab", "vote": "C"})
     with pytest.raises(ArenaRequestError, match="JSON object"):
         parse(VoteRequest, ["not", "an", "object"])
+
+
+def test_the_board_keeps_human_and_judge_votes_apart_and_skips_failed_pairs():
+    from tracking.arena.board import leaderboard_metrics, leaderboard_of
+
+    def side(endpoint, ok=True, votes=None):
+        return records.StoredSide(f"tr-{endpoint}", endpoint, ok, "", 100.0, 50.0, votes or {})
+
+    battles = {
+        "1": {"A": side("x", votes={"HUMAN": ["win"]}), "B": side("y", votes={"HUMAN": ["loss"]})},
+        "2": {
+            "A": side("y", votes={"LLM_JUDGE": ["tie"]}),
+            "B": side("x", votes={"LLM_JUDGE": ["tie"]}),
+        },
+        "3": {"A": side("x", votes={"HUMAN": ["win"]}), "B": side("y", ok=False)},
+        "4": {"A": side("x")},
+    }
+    board = leaderboard_of("7", battles)
+    assert board["battles"] == 4
+    assert board["human"]["votes"] == 1 and board["judge"]["votes"] == 1
+    assert [s["endpoint"] for s in board["human"]["scores"]] == ["x", "y"]
+    assert board["judge"]["scores"][0]["score"] == board["judge"]["scores"][1]["score"] == 1000
+    metrics = leaderboard_metrics(board)
+    assert metrics["human.x.score"] > metrics["human.y.score"] and metrics["judge.votes"] == 1
+    assert metrics["x.median_latency_ms"] == 100.0
