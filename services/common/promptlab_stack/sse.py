@@ -65,17 +65,28 @@ def events(lines: Iterable[bytes]) -> Iterator[dict]:
             yield found
 
 
+def _complete(lines: list[bytes]) -> tuple[list[dict], bool]:
+    """The events of whole `lines`, and whether they reached `[DONE]`."""
+    found: list[dict] = []
+    for line in lines:
+        event_of = _event_of(line)
+        if event_of is _DONE:
+            return found, True
+        if event_of is not None:
+            found.append(event_of)
+    return found, False
+
+
 async def events_of_pieces(pieces: AsyncIterable[bytes]) -> AsyncIterator[dict]:
     """`events` for a stream read in pieces of any size (an HTTP client's chunks), as they come."""
     pending = b""
     async for piece in pieces:
         pending += piece
         *lines, pending = pending.split(b"\n")
-        for line in lines:
-            found = _event_of(line)
-            if found is _DONE:
-                return
-            if found is not None:
-                yield found
-    if (found := _event_of(pending)) not in (None, _DONE):
-        yield found
+        found, done = _complete(lines)
+        for each in found:
+            yield each
+        if done:
+            return
+    for each in _complete([pending])[0]:
+        yield each

@@ -92,18 +92,22 @@ def make_routes(client: GatewayClient, target: str, authenticate, max_body_bytes
     def problem(status: int, message: str):
         return JSONResponse({"message": message}, status_code=status)
 
+    async def limited_body(request) -> bytes:
+        """The body, or a 413 naming MAX_REQUEST_MB once it is larger (gateway_proxy.read_body)."""
+        try:
+            return await read_body(request, max_body_bytes)
+        except ProxyError as e:
+            raise ArenaRequestError(
+                e.status, e.message.replace("UI's gateway proxy", "arena")
+            ) from None
+
     async def json_body(request):
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             raise ArenaRequestError(
                 415, f"The arena takes application/json, not {media_type or 'no Content-Type'}"
             )
-        try:
-            body = await read_body(request, max_body_bytes)
-        except ProxyError as e:
-            raise ArenaRequestError(
-                e.status, e.message.replace("UI's gateway proxy", "arena")
-            ) from None
+        body = await limited_body(request)
         if too_deep(body, "the arena"):
             raise ArenaRequestError(400, "The request body is nested too deeply")
         try:
@@ -281,12 +285,7 @@ def make_routes(client: GatewayClient, target: str, authenticate, max_body_bytes
         from promptlab_eval.dataset import DatasetError, read_dataset
 
         name = request.query_params.get("name") or "the file"
-        try:
-            data = await read_body(request, max_body_bytes)
-        except ProxyError as e:
-            raise ArenaRequestError(
-                e.status, e.message.replace("UI's gateway proxy", "arena")
-            ) from None
+        data = await limited_body(request)
         try:
             rows, encoding = read_dataset(data, name)
         except DatasetError as e:
