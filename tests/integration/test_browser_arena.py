@@ -144,6 +144,31 @@ def test_user_votes_blind_between_two_local_models_in_japanese(stack, page, refe
         whole = greedy_chat(*references[name_a], question, LONG_TOKENS)
         assert visible_text(a) == visible_text(whole)
         assert growing[0] < max(n for n, _ in seen), seen
+    with s.step(10, "a Prompt Registry version as the template, recorded with the answers"):
+        from mlflow import MlflowClient
+
+        name = f"fruit-color-{uuid.uuid4().hex[:6]}"
+        MlflowClient(stack.url).register_prompt(name=name, template="{{ fruit }}の味は？")
+        page.get_by_label("プロンプトレジストリのバージョン（任意）").fill(f"prompts:/{name}/1")
+        page.get_by_role("button", name="読み込む").click()
+        expect(page.get_by_label("プロンプト（変数は {{ name }}）")).to_have_value(
+            "{{ fruit }}の味は？"
+        )
+        page.get_by_label("fruit", exact=True).fill("バナナ")
+        page.get_by_label("最大トークン数").fill(str(MAX_TOKENS))
+        page.get_by_role("button", name="比較する").click()
+        expect(page.get_by_role("button", name="どちらも悪い")).to_be_enabled(timeout=120_000)
+        page.get_by_role("button", name="どちらも悪い").click()
+        expect(page.get_by_role("status")).to_contain_text("A は ")
+        traces = [
+            t
+            for t in arena_traces(stack, experiment_id)
+            if t["trace_metadata"].get("promptlab.arena.prompt_uri") == f"prompts:/{name}/1"
+        ]
+        assert len(traces) == 2, traces
+        assert {
+            json.loads(t["trace_metadata"]["promptlab.arena.variables"])["fruit"] for t in traces
+        } == {"バナナ"}
 
 
 def test_bad_requests_get_a_4xx_that_names_the_problem(stack, references):
