@@ -15,6 +15,8 @@ from tls.settings import TlsSettings
 
 LISTEN_PORT = TLS.port
 UPSTREAM = f"{TRACKING.name}:{TRACKING.port}"
+# nginx's own answer, for the container's healthcheck (docker-compose.yml).
+HEALTH_PATH = "/tls-health"
 DOCKER_DNS = "127.0.0.11"
 RUN_DIR = "/tmp/nginx"
 # Mozilla's "intermediate" TLS 1.2 suites without DHE (no dhparam file to keep).
@@ -83,6 +85,15 @@ http {{
         limit_req zone=per_client_rate burst={REQUEST_BURST} nodelay;
         ssl_session_cache shared:TLS:10m;
         add_header Strict-Transport-Security "max-age=31536000" always;
+
+        # The container's healthcheck: nginx itself serving TLS, not the tracking server behind it
+        # (compose orders the start on tracking's own health; a proxy that turned unhealthy
+        # whenever tracking restarts failed `up --wait` while a database was being upgraded).
+        location = {HEALTH_PATH} {{
+            access_log off;
+            default_type text/plain;
+            return 200 "ok\n";
+        }}
 
         location / {{
             set $tracking http://{upstream};

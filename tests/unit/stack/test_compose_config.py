@@ -442,7 +442,7 @@ def test_the_tls_profile_puts_https_on_loopback_in_front_of_the_ui(tmp_path):
         ("127.0.0.1", "8443", 8443)
     ]
     assert tls["depends_on"]["tracking"]["condition"] == "service_healthy"
-    assert tls["stop_signal"] == "SIGQUIT" and "https://127.0.0.1:8443/health" in " ".join(
+    assert tls["stop_signal"] == "SIGQUIT" and "https://127.0.0.1:8443/tls-health" in " ".join(
         tls["healthcheck"]["test"]
     )
     assert tls["cap_drop"] == ["ALL"] and tls["read_only"] is True and tls["pids_limit"] == 1024

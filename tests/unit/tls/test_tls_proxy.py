@@ -151,3 +151,16 @@ def test_nginx_offers_only_forward_secret_aead_suites_and_limits_each_client(tmp
     assert "limit_conn per_client 64;" in config
     assert "limit_req zone=per_client_rate burst=200 nodelay;" in config
     assert "limit_req_status 429;" in config and "limit_conn_status 429;" in config
+
+
+def test_the_healthcheck_path_is_answered_by_nginx_itself(tmp_path):
+    """The container is healthy when nginx serves TLS, whatever the tracking server is doing."""
+    import re
+
+    from tls.certificates import CertificatePair
+    from tls.nginx_config import HEALTH_PATH, render
+    from tls.settings import TlsSettings
+
+    config = render(TlsSettings(), CertificatePair(tmp_path / "c.crt", tmp_path / "c.key", True))
+    block = re.search(r"location = " + re.escape(HEALTH_PATH) + r" \{(.*?)\}", config, re.S)
+    assert block and "return 200" in block.group(1) and "proxy_pass" not in block.group(1)
