@@ -64,10 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             page.get_by_label("プロンプト（変数は {{ name }}）").fill("日本の首都はどこですか？")
             page.get_by_label("最大トークン数").fill("48")
             page.get_by_role("button", name="比較する").click()
-            page.locator("#answers-title").scroll_into_view_if_needed()
+            answers = page.locator("section", has=page.locator("#answers-title"))
             for n in (1, 2):
                 page.wait_for_timeout(1000)
-                page.screenshot(path=str(args.out / f"arena-streaming-{n}.png"))
+                answers.screenshot(path=str(args.out / f"arena-streaming-{n}.png"))
             expect(page.get_by_role("button", name="引き分け")).to_be_enabled(timeout=300_000)
             browser.close()
     finally:
