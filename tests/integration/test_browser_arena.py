@@ -169,6 +169,24 @@ def test_user_votes_blind_between_two_local_models_in_japanese(stack, page, refe
         assert {
             json.loads(t["trace_metadata"]["promptlab.arena.variables"])["fruit"] for t in traces
         } == {"バナナ"}
+    with s.step(11, "the rows of a CSV saved by Excel (CP932) fill the variables, one per battle"):
+        page.set_input_files(
+            "#dataset",
+            files=[
+                {
+                    "name": "果物.csv",
+                    "mimeType": "text/csv",
+                    "buffer": "fruit\r\nみかん\r\nもも\r\n".encode("cp932"),
+                }
+            ],
+        )
+        expect(page.locator("#row-label")).to_have_text("行 1 / 2")
+        expect(page.get_by_label("fruit", exact=True)).to_have_value("みかん")
+        page.get_by_role("button", name="比較する").click()
+        expect(page.get_by_role("button", name="A が良い")).to_be_enabled(timeout=120_000)
+        page.get_by_role("button", name="A が良い").click()
+        expect(page.locator("#row-label")).to_have_text("行 2 / 2")
+        expect(page.get_by_label("fruit", exact=True)).to_have_value("もも")
 
 
 def test_bad_requests_get_a_4xx_that_names_the_problem(stack, references):
