@@ -11,18 +11,12 @@ import asyncio
 import json
 import time
 
+from promptlab_eval.tracking_client import piece_of, whole_text
 from promptlab_stack.sse import StreamError, events_of_pieces
 from tracking.arena.records import Battle, Side
 from tracking.gateway_proxy import GatewayClient, gateway_error_message
 
 GATEWAY = "The MLflow AI Gateway (service gateway)"
-
-
-def piece_of(event: dict) -> str:
-    choices = event.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    delta = choice.get("delta")
-    return (delta.get("content") if isinstance(delta, dict) else None) or ""
 
 
 def finish_reason_of(event: dict) -> str | None:
@@ -58,7 +52,7 @@ async def generate_side(
                     side.error = f"The gateway has no endpoint named {side.endpoint!r}"
             else:  # a whole answer
                 data = json.loads(body)
-                side.text = data["choices"][0]["message"]["content"] or ""
+                side.text = whole_text(data) or ""
                 side.usage = data.get("usage") or {}
                 side.finish_reason = data["choices"][0].get("finish_reason")
                 side.first_token_ns = time.time_ns()
