@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -399,8 +400,12 @@ def test_160_prompts_at_once_with_the_defaults_are_answered_or_refused_fast(stac
     """Overload with the settings a user gets: past MAX_QUEUED_REQUESTS (64) a prompt gets a 429
     with Retry-After through the gateway and the UI proxy at once (not a timeout minutes later);
     every accepted prompt is answered. 160 is twice what the model server admits for one model
-    (MAX_BATCH_SIZE 16 + MAX_QUEUED_REQUESTS 64)."""
+    (MAX_BATCH_SIZE 16 + MAX_QUEUED_REQUESTS 64). They are sent at the same moment and each asks
+    for DEFAULT_MAX_NEW_TOKENS (256; the tiny model never stops early), so that the model server
+    cannot finish the first prompts before the last arrive: with 48 tokens each, the tiny model
+    once answered all 160 while they were still coming (CI of e50522e)."""
     prompts = 160
+    together = threading.Barrier(prompts)
 
     def one(i: int):
         body = json.dumps(
@@ -409,7 +414,7 @@ def test_160_prompts_at_once_with_the_defaults_are_answered_or_refused_fast(stac
                 "json_data": {
                     "messages": [{"role": "user", "content": f"質問{i}"}],
                     "temperature": 0,
-                    "max_tokens": 48,
+                    "max_tokens": 256,
                 },
             }
         )
@@ -419,6 +424,7 @@ def test_160_prompts_at_once_with_the_defaults_are_answered_or_refused_fast(stac
             headers={"Content-Type": "application/json"},
             method="POST",
         )
+        together.wait(timeout=60)
         started = time.monotonic()
         try:
             with urllib.request.urlopen(request, timeout=300) as r:

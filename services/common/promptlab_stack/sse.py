@@ -30,6 +30,17 @@ def error_event(status: int, message: str) -> bytes:
     return event({"error": {"message": message, "code": status}})
 
 
+def whole_events(pending: bytes) -> tuple[bytes, bytes]:
+    """`pending` split after its last whole event (a blank line ends one): what can be passed on
+    as it is, and the start of the next event, kept until the rest of it comes. A hop that passes
+    a stream on in whole events can always end it with an event of its own on a fresh line."""
+    ends = [
+        at + len(blank) for blank in (b"\n\n", b"\r\n\r\n") if (at := pending.rfind(blank)) >= 0
+    ]
+    end = max(ends, default=0)
+    return pending[:end], pending[end:]
+
+
 _DONE = object()
 
 

@@ -28,7 +28,7 @@ from promptlab_stack.body_limit import drop_some
 from promptlab_stack.error_body import readable_message
 from promptlab_stack.http_pool import AnswerTooLarge, SessionPool
 from promptlab_stack.json_nesting import too_deep
-from promptlab_stack.sse import DONE, error_event
+from promptlab_stack.sse import DONE, error_event, whole_events
 from promptlab_stack.timings import UI_PROXY_POOL_KEEPALIVE_S
 from tracking.login import refused
 from tracking.mlflow_compat import add_route_before_flask, on_shutdown, validate_gateway_path
@@ -152,6 +152,7 @@ class GatewayClient:
         import aiohttp
 
         read = 0
+        pending = b""
         try:
             async for piece in resp.content.iter_any():
                 read += len(piece)
@@ -165,7 +166,11 @@ class GatewayClient:
                         + DONE
                     )
                     return
-                yield piece
+                whole, pending = whole_events(pending + piece)
+                if whole:
+                    yield whole
+            if pending:
+                yield pending  # a stream that does not end with a blank line
         except TimeoutError:
             yield (
                 error_event(504, "The MLflow AI Gateway (service gateway) did not finish in time")

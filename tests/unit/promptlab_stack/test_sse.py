@@ -6,7 +6,15 @@ import asyncio
 
 import pytest
 
-from promptlab_stack.sse import DONE, StreamError, error_event, event, events, events_of_pieces
+from promptlab_stack.sse import (
+    DONE,
+    StreamError,
+    error_event,
+    event,
+    events,
+    events_of_pieces,
+    whole_events,
+)
 
 
 async def collect(pieces):
@@ -32,3 +40,19 @@ def test_an_error_event_in_pieces_raises_with_its_status():
     with pytest.raises(StreamError) as e:
         asyncio.run(collect([error_event(503, "loading")[:5], error_event(503, "loading")[5:]]))
     assert e.value.status == 503 and e.value.message == "loading"
+
+
+def test_whole_events_keep_a_half_written_event_back():
+    stream = event({"a": "りんご"}) + b'data: {"b": 2}\r\n\r\n' + event({"c": 3})
+    for cut in range(len(stream) + 1):
+        whole, rest = whole_events(stream[:cut])
+        assert whole + rest == stream[:cut]
+        assert whole in (
+            b"",
+            stream[: len(event({"a": "りんご"}))],
+            stream[: stream.rfind(b"data")],
+            stream,
+        )
+        # What is passed on always ends where an event ends: another can follow on a fresh line.
+        assert not whole or whole.endswith((b"\n\n", b"\r\n\r\n"))
+    assert whole_events(stream) == (stream, b"")

@@ -333,6 +333,29 @@ def test_a_stream_that_breaks_off_ends_with_an_error_event():
     }
 
 
+def test_a_stream_that_breaks_off_mid_event_ends_with_a_readable_error_event():
+    """The half-written event is dropped, so the error event starts on a line of its own."""
+    from fastapi import FastAPI
+    from starlette.responses import StreamingResponse
+
+    broken = FastAPI()
+    whole = b'data: {"choices": [{"delta": {"content": "\u308a"}}]}\n\n'
+
+    @broken.post("/gateway/{name}/invocations")
+    async def half(name: str):
+        async def pieces():
+            yield whole + whole[:20]
+            raise RuntimeError("the gateway's worker died")
+
+        return StreamingResponse(pieces(), media_type="text/event-stream")
+
+    with serving(broken) as url, proxy_to(url) as proxy:
+        r = proxy.stream("tiny-ja", {"messages": [{"role": "user", "content": QUESTION}]})
+    first, last = events_of(r.text)
+    assert first["choices"][0]["delta"]["content"] == "り"
+    assert last["error"]["code"] == 502
+
+
 def test_a_stream_past_the_pools_bound_ends_with_an_error_event():
     """The default bound (promptlab_stack/http_pool.py's MAX_ANSWER_BYTES), not a small one."""
     from fastapi import FastAPI
