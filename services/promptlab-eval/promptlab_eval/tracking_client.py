@@ -49,10 +49,15 @@ def checked(resp: requests.Response) -> Any:
     return body
 
 
+def first_choice(event: dict) -> dict:
+    """The first choice of one streamed chunk; empty when the chunk carries none."""
+    choices = event.get("choices") or [{}]
+    return choices[0] if isinstance(choices[0], dict) else {}
+
+
 def piece_of(event: dict) -> str:
     """The text of one streamed chunk (chat: the delta's content; completions: the text)."""
-    choices = event.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
+    choice = first_choice(event)
     delta = choice.get("delta")
     content = delta.get("content") if isinstance(delta, dict) else None
     return content or choice.get("text") or ""

@@ -11,18 +11,12 @@ import asyncio
 import json
 import time
 
-from promptlab_eval.tracking_client import piece_of, whole_text
+from promptlab_eval.tracking_client import first_choice, piece_of, whole_text
 from promptlab_stack.sse import StreamError, events_of_pieces
 from tracking.arena.records import Battle, Side
 from tracking.gateway_proxy import GatewayClient, gateway_error_message
 
 GATEWAY = "The MLflow AI Gateway (service gateway)"
-
-
-def finish_reason_of(event: dict) -> str | None:
-    choices = event.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    return choice.get("finish_reason")
 
 
 def request_body(battle: Battle) -> dict:
@@ -66,7 +60,8 @@ async def generate_side(
                         side.text += piece
                         await out.put(("delta", side.side, piece))
                     side.usage = event.get("usage") or side.usage
-                    side.finish_reason = finish_reason_of(event) or side.finish_reason
+                    finish_reason = first_choice(event).get("finish_reason")
+                    side.finish_reason = finish_reason or side.finish_reason
             finally:
                 await answered.aclose()  # type: ignore[attr-defined]
     except StreamError as e:
