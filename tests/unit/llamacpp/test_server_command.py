@@ -25,5 +25,6 @@ def test_the_command_takes_the_knobs():
     assert "--models-preset /tmp/p.ini --models-max 2" in joined
     assert "--ctx-size 2048 --parallel 4 --kv-unified" in joined
     assert "--jinja" in command and "--threads 2" in joined
+    assert "--load-mode none" in joined  # read, not mapped: the repacked weights are the only copy
     # Defaults: llama.cpp picks the threads.
     assert "--threads" not in server_command(LlamaCppSettings.from_env({}), Path("p"), 1)
